@@ -1,0 +1,98 @@
+//! Teachers: whatever answers the aspect questions with P(yes).
+//!
+//! A [`Teacher`] scores one group — an image (or, in class mode, a class name) together with a
+//! list of questions — and returns one [`Score`] per question. The label driver
+//! ([`crate::label`]) decides the order and the parallelism and writes the score store; teachers know
+//! nothing about files.
+//!
+//! Implementations: [`table`] (values from an annotation file), [`openai`] (any OpenAI-compatible
+//! server with logprobs). [`yesno`] turns Yes/No token logits into P(yes) for every backend.
+
+pub mod openai;
+pub mod table;
+pub mod yesno;
+
+use crate::aspects::Question;
+use crate::data::Sample;
+use crate::error::Result;
+use serde::{Deserialize, Serialize};
+
+/// Outcome of one (image, question) pair, as stored in the score store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u8)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Both Yes and No were among the returned candidates.
+    Ok = 0,
+    /// Only one side was returned: the other is bounded by the smallest returned logprob.
+    Floored = 1,
+    /// Neither side was returned (or the server never answered): no target for this pair.
+    Missing = 2,
+}
+
+/// One (image, question) answer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Score {
+    pub p_yes: f32,
+    pub logit_yes: f32,
+    pub logit_no: f32,
+    pub status: Status,
+}
+
+impl Score {
+    /// A pair with no usable answer. `p_yes` is NaN so it can never be mistaken for a value.
+    pub fn missing() -> Score {
+        Score { p_yes: f32::NAN, logit_yes: f32::NAN, logit_no: f32::NAN, status: Status::Missing }
+    }
+}
+
+/// What a teacher is asked about: an image, or (class mode, text-only LLMs) a class name whose
+/// answers are broadcast to every image of that class.
+#[derive(Clone, Copy, Debug)]
+pub enum Subject<'a> {
+    Image(&'a Sample),
+    Class(&'a str),
+}
+
+/// Whether a label run asks about each image or about each class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Image,
+    Class,
+}
+
+/// How a teacher describes itself in the score store manifest. Never holds an API key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct TeacherInfo {
+    /// `table`, `openai`, `native`, `text`.
+    pub backend: String,
+    /// Model name or file; for `table` the annotation file.
+    pub model: String,
+    /// The prompt template with `{question}` (and `{class}` in class mode) placeholders.
+    pub prompt_template: String,
+    /// The token spellings counted as Yes and as No.
+    pub yes_tokens: Vec<String>,
+    pub no_tokens: Vec<String>,
+    pub mode: Mode,
+    /// Anything else worth recording (endpoints without credentials, top_logprobs, …).
+    #[serde(default)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Answers aspect questions. Called from several threads at once when [`Teacher::parallelism`] > 1.
+pub trait Teacher: Send + Sync {
+    fn info(&self) -> TeacherInfo;
+    /// How many groups the driver should keep in flight at once (e.g. endpoints × requests each).
+    fn parallelism(&self) -> usize {
+        1
+    }
+    /// Score `questions` about `subject`: one [`Score`] per question, in order. A pair the
+    /// teacher could not answer is [`Score::missing`], not an error; an error stops the run.
+    fn score(&self, subject: Subject<'_>, questions: &[Question]) -> Result<Vec<Score>>;
+}
+
+/// The cue appended to every question (the paper's wording).
+pub const ANSWER_CUE: &str =
+    "The answer must always be either Yes or No (do not provide any other response).";
