@@ -12,8 +12,11 @@ pub mod aspects;
 pub mod data;
 pub mod error;
 pub mod files;
+pub mod label;
+pub mod llm;
 pub mod scores;
 pub mod student;
 pub mod teacher;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! Training: losses, optimizers, schedules, the loop, checkpoints, metrics.
