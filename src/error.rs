@@ -11,7 +11,11 @@ use std::path::Path;
 pub enum Error {
     /// Bad user input: a file, a config value, a dataset, a score store. Exit code 2.
     #[error("{at}: {what}\nhint: {hint}")]
-    Input { what: String, at: String, hint: String },
+    Input {
+        what: String,
+        at: String,
+        hint: String,
+    },
 
     /// An I/O failure on a named path.
     #[error("{path}: {source}")]

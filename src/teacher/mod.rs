@@ -42,7 +42,12 @@ pub struct Score {
 impl Score {
     /// A pair with no usable answer. `p_yes` is NaN so it can never be mistaken for a value.
     pub fn missing() -> Score {
-        Score { p_yes: f32::NAN, logit_yes: f32::NAN, logit_no: f32::NAN, status: Status::Missing }
+        Score {
+            p_yes: f32::NAN,
+            logit_yes: f32::NAN,
+            logit_no: f32::NAN,
+            status: Status::Missing,
+        }
     }
 }
 

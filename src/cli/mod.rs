@@ -1,0 +1,50 @@
+//! Command-line interface: one file per subcommand, each with its `Args` and a `run()` that wires
+//! library calls together. No logic of the method lives here.
+
+mod aspects;
+mod bench;
+mod bench_label;
+mod bench_train;
+mod eval;
+mod label;
+mod openai_args;
+mod predict;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+/// makd — distill a multimodal LLM's answers to yes/no aspect questions into a small image classifier
+/// (Multi-aspect Knowledge Distillation, arXiv 2501.13341).
+#[derive(Parser, Debug)]
+#[command(name = "makd", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make or import the aspect set (the yes/no questions).
+    Aspects(aspects::Args),
+    /// Score every (image, question) pair with a teacher into a score store.
+    Label(label::Args),
+    /// Train a student (CE on class logits + α·BCE on aspect logits) into a run dir.
+    Train(train::Args),
+    /// Evaluate a run dir's best (or last) checkpoint on the test split.
+    Eval(eval::Args),
+    /// Classify image files with a trained run and show its aspect answers.
+    Predict(predict::Args),
+    /// Benchmarks that print measured figures (not tests).
+    Bench(bench::Args),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Aspects(a) => aspects::run(a),
+        Command::Label(a) => label::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Bench(a) => bench::run(a),
+    }
+}
