@@ -1,1 +1,6 @@
 //! Training: losses, optimizers, schedules, the loop, checkpoints, metrics.
+
+pub mod loss;
+pub mod metrics;
+pub mod optim;
+pub mod schedule;
