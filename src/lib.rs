@@ -14,6 +14,7 @@ pub mod error;
 pub mod files;
 pub mod label;
 pub mod llm;
+pub mod progress;
 pub mod scores;
 pub mod student;
 pub mod teacher;

@@ -1,0 +1,270 @@
+//! The training config (`config.toml`): every knob with the paper's default, saved resolved into
+//! the run dir so a run can be reproduced from its own folder alone.
+//!
+//! Unknown keys are errors. Relative paths in a config file are relative to that file; relative
+//! paths given with `--set` are relative to the current directory. The saved copy has them absolute.
+
+use crate::data::transform::TransformConfig;
+use crate::data::DatasetSpec;
+use crate::error::{input, IoContext, Result};
+use crate::student::StudentSpec;
+use crate::train::optim::OptimConfig;
+use crate::train::schedule::ScheduleConfig;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    #[serde(default)]
+    pub data: DataConfig,
+    #[serde(default)]
+    pub transform: TransformConfig,
+    #[serde(default)]
+    pub model: StudentSpec,
+    #[serde(default)]
+    pub aspects: AspectsConfig,
+    #[serde(default)]
+    pub optim: OptimConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    #[serde(default)]
+    pub train: LoopConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// `fashion-mnist`, `fashion-mnist:DIR`, `idx:DIR`, `imagefolder:ROOT`, `csv:FILE`.
+    pub dataset: DatasetSpec,
+    /// Train on a class-balanced subset of this many images (quick trials, tests).
+    pub train_limit: Option<usize>,
+    /// Evaluate on a class-balanced subset of this many test images.
+    pub test_limit: Option<usize>,
+    /// Loader threads decoding and augmenting images.
+    pub workers: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            dataset: "fashion-mnist".parse().expect("built-in spec"),
+            train_limit: None,
+            test_limit: None,
+            workers: 2,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AspectsConfig {
+    /// Score store of the training images (from `makd label`). Absent: Q = 0, the plain baseline.
+    pub scores: Option<PathBuf>,
+    /// The aspect set the store was made with; checked against the store's hash.
+    pub aspects: Option<PathBuf>,
+    /// Optional score store of the test images, for aspect metrics at evaluation.
+    pub test_scores: Option<PathBuf>,
+    /// Weight α of the aspect BCE (paper: 4.0).
+    pub alpha: f64,
+}
+
+impl Default for AspectsConfig {
+    fn default() -> Self {
+        AspectsConfig { scores: None, aspects: None, test_scores: None, alpha: 4.0 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoopConfig {
+    /// Paper: 240.
+    pub epochs: usize,
+    /// Paper: 16.
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    /// Seeds the weights, the shuffling and the augmentation.
+    pub seed: u64,
+    pub label_smoothing: f64,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        LoopConfig { epochs: 240, batch_size: 16, eval_batch_size: 256, seed: 0, label_smoothing: 0.0 }
+    }
+}
+
+/// Config keys holding paths (resolved against the config file's directory).
+const PATH_KEYS: [&str; 3] = ["aspects.scores", "aspects.aspects", "aspects.test_scores"];
+
+impl TrainConfig {
+    /// Read `path`, apply `--set key=value` overrides, resolve paths, validate.
+    pub fn load(path: &Path, sets: &[String]) -> Result<TrainConfig> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        let at = path.display().to_string();
+        let mut value: toml::Table = toml::from_str(&text).map_err(|e| {
+            input(format!("invalid TOML: {}", e.message()), toml_at(&at, &text, e.span()), "check the syntax")
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        resolve_paths(&mut value, &base);
+        let cwd = std::env::current_dir().at(".")?;
+        apply_sets(&mut value, sets, &cwd)?;
+        Self::from_table(value, &at)
+    }
+
+    /// The defaults with overrides only (no file).
+    pub fn from_sets(sets: &[String]) -> Result<TrainConfig> {
+        let mut value = toml::Table::new();
+        let cwd = std::env::current_dir().at(".")?;
+        apply_sets(&mut value, sets, &cwd)?;
+        Self::from_table(value, "--set")
+    }
+
+    fn from_table(value: toml::Table, at: &str) -> Result<TrainConfig> {
+        let cfg: TrainConfig = toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| {
+            input(e.message().to_string(), at, "see the config reference in the README; unknown keys are errors")
+        })?;
+        cfg.validate(at)?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self, at: &str) -> Result<()> {
+        let t = &self.train;
+        if t.epochs == 0 || t.batch_size == 0 || t.eval_batch_size == 0 {
+            return Err(input("train.epochs, train.batch_size and train.eval_batch_size must be > 0", at, "set them to positive integers"));
+        }
+        if !(self.optim.lr > 0.0 && self.optim.lr.is_finite()) {
+            return Err(input(format!("optim.lr = {} must be a positive number", self.optim.lr), at, "the paper uses 0.01 with SGD"));
+        }
+        if !(self.aspects.alpha >= 0.0 && self.aspects.alpha.is_finite()) {
+            return Err(input(format!("aspects.alpha = {} must be ≥ 0", self.aspects.alpha), at, "the paper uses 4.0"));
+        }
+        if !(0.0..1.0).contains(&t.label_smoothing) {
+            return Err(input("train.label_smoothing must be in [0, 1)", at, "0 disables it"));
+        }
+        if self.data.workers == 0 {
+            return Err(input("data.workers must be ≥ 1", at, "use 2 on a 2-core machine"));
+        }
+        self.transform.validate()?;
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+}
+
+fn toml_at(file: &str, text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(s) => {
+            let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+            format!("{file}:{line}")
+        }
+        None => file.to_string(),
+    }
+}
+
+fn resolve_paths(table: &mut toml::Table, base: &Path) {
+    for key in PATH_KEYS {
+        let (sec, field) = key.split_once('.').expect("dotted key");
+        if let Some(toml::Value::String(s)) = table.get_mut(sec).and_then(|v| v.get_mut(field)) {
+            *s = absolutize(s, base);
+        }
+    }
+    // A dataset spec `kind:PATH` carries a path too.
+    if let Some(toml::Value::String(s)) = table.get_mut("data").and_then(|v| v.get_mut("dataset")) {
+        if let Some((kind, p)) = s.split_once(':') {
+            *s = format!("{kind}:{}", absolutize(p, base));
+        }
+    }
+}
+
+fn absolutize(p: &str, base: &Path) -> String {
+    let path = Path::new(p);
+    if path.is_absolute() || p.is_empty() {
+        p.to_string()
+    } else {
+        base.join(path).display().to_string()
+    }
+}
+
+/// Apply `key.sub=value` overrides. The value is parsed as a TOML value (`3`, `0.1`, `true`,
+/// `[1,2]`, `"x"`) and falls back to a plain string.
+fn apply_sets(table: &mut toml::Table, sets: &[String], cwd: &Path) -> Result<()> {
+    for set in sets {
+        let Some((key, raw)) = set.split_once('=') else {
+            return Err(input(format!("--set {set:?} is not key=value"), "--set", "e.g. --set train.epochs=5"));
+        };
+        let key = key.trim();
+        let mut value = parse_value(raw.trim());
+        if let toml::Value::String(s) = &mut value {
+            if PATH_KEYS.contains(&key) {
+                *s = absolutize(s, cwd);
+            } else if key == "data.dataset" {
+                if let Some((kind, p)) = s.clone().split_once(':') {
+                    *s = format!("{kind}:{}", absolutize(p, cwd));
+                }
+            }
+        }
+        let parts: Vec<&str> = key.split('.').collect();
+        let mut cur = &mut *table;
+        for part in &parts[..parts.len() - 1] {
+            let entry = cur.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            cur = match entry {
+                toml::Value::Table(t) => t,
+                _ => return Err(input(format!("--set {key}: {part} is not a section"), "--set", "use section.key=value")),
+            };
+        }
+        cur.insert(parts[parts.len() - 1].to_string(), value);
+    }
+    Ok(())
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&doc) {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paper_defaults() {
+        let c = TrainConfig::from_sets(&[]).unwrap();
+        assert_eq!(c.train.epochs, 240);
+        assert_eq!(c.train.batch_size, 16);
+        assert_eq!(c.aspects.alpha, 4.0);
+        assert_eq!(c.optim.lr, 0.01);
+        assert_eq!(c.optim.momentum, 0.9);
+        assert_eq!(c.optim.weight_decay, 1e-4);
+        assert_eq!(c.schedule.milestones, vec![150, 180, 210]);
+    }
+
+    #[test]
+    fn sets_override_and_unknown_keys_fail() {
+        let c = TrainConfig::from_sets(&["train.epochs=3".into(), "optim.kind=\"adamw\"".into(), "optim.lr=1e-3".into()]).unwrap();
+        assert_eq!(c.train.epochs, 3);
+        assert_eq!(c.optim.kind, crate::train::optim::OptimKind::Adamw);
+        let err = TrainConfig::from_sets(&["train.epoch=3".into()]).unwrap_err().to_string();
+        assert!(err.contains("unknown field `epoch`"), "{err}");
+        assert!(TrainConfig::from_sets(&["nonsense".into()]).is_err());
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[aspects]\nscores = \"s\"\n[train]\nepochs = 2\n").unwrap();
+        let c = TrainConfig::load(&path, &[]).unwrap();
+        assert_eq!(c.aspects.scores.unwrap(), dir.path().join("s"));
+        std::fs::write(&path, "[train]\nepochs = 2\nbogus = 1\n").unwrap();
+        let err = TrainConfig::load(&path, &[]).unwrap_err().to_string();
+        assert!(err.contains("bogus") && err.contains("c.toml"), "{err}");
+        std::fs::write(&path, "[train\n").unwrap();
+        assert!(TrainConfig::load(&path, &[]).unwrap_err().to_string().contains("c.toml:1"));
+    }
+}
