@@ -1,7 +1,11 @@
 //! Training: losses, optimizers, schedules, the loop, checkpoints, metrics.
 
+pub mod checkpoint;
+pub mod config;
 pub mod init;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
 pub mod schedule;
+pub mod targets;
+pub mod trainer;

@@ -1,0 +1,483 @@
+//! The training loop: epochs of CE + α·BCE, evaluation on every test image, checkpoints after
+//! every epoch, and an exact resume from `checkpoints/last/`.
+
+use crate::aspects::AspectSet;
+use crate::data::loader::batches;
+use crate::data::transform::Transform;
+use crate::data::{self, Dataset, Split, Subset};
+use crate::error::{input, IoContext, Result};
+use crate::files;
+use crate::progress;
+use crate::scores::ScoreStore;
+use crate::student::{self, Student};
+use crate::train::checkpoint::{self, State};
+use crate::train::config::TrainConfig;
+use crate::train::init::seeded_var_builder;
+use crate::train::loss;
+use crate::train::metrics::{topk_correct, AspectAccumulator, AspectMetrics};
+use crate::train::optim::Optimizer;
+use crate::train::targets::Targets;
+use candle_core::{Device, Tensor, D};
+use candle_nn::VarMap;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The files of a run dir (see ARCHITECTURE.md: run dir).
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        RunDir { root: root.into() }
+    }
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    pub fn summary(&self) -> PathBuf {
+        self.root.join("summary.json")
+    }
+    pub fn checkpoint(&self, which: &str) -> PathBuf {
+        self.root.join("checkpoints").join(which)
+    }
+    /// The resolved config saved by `makd train`.
+    pub fn load_config(&self) -> Result<TrainConfig> {
+        let path = self.config();
+        if !path.exists() {
+            return Err(input("not a run dir (no config.toml)", self.root.display().to_string(), "pass the --run-dir of a makd train run"));
+        }
+        TrainConfig::load(&path, &[])
+    }
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_ce: f64,
+    pub train_bce: Option<f64>,
+    pub train_top1: f64,
+    pub test_loss: f64,
+    pub test_top1: f64,
+    pub test_top5: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_aspect_bce: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_aspect_auc: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_aspect_agreement: Option<f64>,
+    pub seconds: f64,
+    pub images_per_s: f64,
+}
+
+/// `summary.json`: the run's final numbers. `test_top1`/`test_top5` are the LAST epoch's (choosing the
+/// best epoch on the test set would flatter the result); the best epoch is reported beside them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub arch: String,
+    pub num_classes: usize,
+    pub num_aspects: usize,
+    pub params: usize,
+    pub epochs: usize,
+    pub train_images: usize,
+    pub test_images: usize,
+    pub test_top1: f64,
+    pub test_top5: f64,
+    pub best_test_top1: f64,
+    pub best_epoch: usize,
+    pub seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_aspects: Option<AspectMetrics>,
+}
+
+/// Results of evaluating class logits (and, with targets, aspect logits) on a dataset.
+#[derive(Clone, Debug, Default)]
+pub struct EvalResult {
+    pub images: usize,
+    pub loss: f64,
+    pub top1: f64,
+    pub top5: f64,
+    pub aspects: Option<AspectMetrics>,
+    /// Per image: predicted class, when `keep_outputs` was asked.
+    pub outputs: Option<Vec<Vec<f32>>>,
+}
+
+/// A student with its parameters, as built from a config.
+pub struct Model {
+    pub student: Box<dyn Student>,
+    pub varmap: VarMap,
+    pub num_classes: usize,
+    pub num_aspects: usize,
+    pub device: Device,
+}
+
+impl Model {
+    pub fn build(cfg: &TrainConfig, num_classes: usize, num_aspects: usize, device: &Device) -> Result<Model> {
+        if cfg.model.in_channels != cfg.transform.channels {
+            return Err(input(
+                format!("model.in_channels = {} but transform.channels = {}", cfg.model.in_channels, cfg.transform.channels),
+                "config",
+                "set both to 1 (gray) or both to 3 (RGB)",
+            ));
+        }
+        let varmap = VarMap::new();
+        let vb = seeded_var_builder(&varmap, cfg.train.seed, device);
+        let student = student::build(&cfg.model, cfg.transform.size, num_classes + num_aspects, vb)?;
+        Ok(Model { student, varmap, num_classes, num_aspects, device: device.clone() })
+    }
+
+    /// Trainable parameters by name (BatchNorm running statistics excluded).
+    pub fn trainable(&self) -> Vec<(String, candle_core::Var)> {
+        let data = self.varmap.data().lock().expect("varmap lock");
+        let mut v: Vec<_> =
+            data.iter().filter(|(n, _)| !student::is_running_stat(n)).map(|(n, v)| (n.clone(), v.clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.trainable().iter().map(|(_, v)| v.as_tensor().elem_count()).sum()
+    }
+}
+
+/// The device training runs on: the first CUDA GPU when built with `cuda` and one is present.
+pub fn device() -> Result<Device> {
+    #[cfg(feature = "cuda")]
+    {
+        Ok(Device::cuda_if_available(0)?)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Ok(Device::Cpu)
+    }
+}
+
+/// The train and test datasets of a config (subsets when limits are set) and the full train set
+/// (a score store is made for, and fingerprinted on, the full set).
+pub struct Datasets {
+    pub full_train: Arc<dyn Dataset>,
+    pub train: Arc<dyn Dataset>,
+    pub test: Arc<dyn Dataset>,
+}
+
+pub fn open_datasets(cfg: &TrainConfig) -> Result<Datasets> {
+    let full_train = data::open(&cfg.data.dataset, Split::Train)?;
+    let full_test = data::open(&cfg.data.dataset, Split::Test)?;
+    let seed = cfg.train.seed;
+    let train: Arc<dyn Dataset> = match cfg.data.train_limit {
+        Some(n) if n < full_train.len() => Arc::new(Subset::stratified(full_train.clone(), n, seed)?),
+        _ => full_train.clone(),
+    };
+    let test: Arc<dyn Dataset> = match cfg.data.test_limit {
+        Some(n) if n < full_test.len() => Arc::new(Subset::stratified(full_test, n, seed)?),
+        _ => full_test,
+    };
+    if train.classes() != test.classes() {
+        return Err(input("train and test splits have different class lists", cfg.data.dataset.to_string(), "every class needs images in both splits"));
+    }
+    Ok(Datasets { full_train, train, test })
+}
+
+/// Open a score store and check it against the dataset it must describe and the aspect set.
+pub fn open_store(path: &Path, aspects: Option<&Path>, ds: &dyn Dataset) -> Result<(ScoreStore, Option<AspectSet>)> {
+    let store = ScoreStore::open(path)?;
+    let set = match aspects {
+        Some(p) => {
+            let set = AspectSet::load(p)?;
+            if set.classes != ds.classes() {
+                return Err(input(
+                    "the aspect set's classes differ from the dataset's",
+                    p.display().to_string(),
+                    "use the aspects.json made for this dataset",
+                ));
+            }
+            Some(set)
+        }
+        None => None,
+    };
+    let hash = set.as_ref().map(|s| s.hash.clone()).unwrap_or_else(|| store.manifest.aspect_hash.clone());
+    store.check(&ds.fingerprint(), &hash)?;
+    Ok((store, set))
+}
+
+/// Train (or resume) the run in `run_dir`.
+pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary> {
+    let dev = device()?;
+    let ds = open_datasets(cfg)?;
+    let c = ds.train.classes().len();
+    let at_scores = |p: &Path| p.display().to_string();
+    let targets = match &cfg.aspects.scores {
+        Some(p) => {
+            let (store, _) = open_store(p, cfg.aspects.aspects.as_deref(), ds.full_train.as_ref())?;
+            Some(Targets::from_store(&store, ds.train.as_ref(), &at_scores(p))?)
+        }
+        None => None,
+    };
+    let test_targets = match &cfg.aspects.test_scores {
+        Some(p) => {
+            let full_test = data::open(&cfg.data.dataset, Split::Test)?;
+            let (store, _) = open_store(p, cfg.aspects.aspects.as_deref(), full_test.as_ref())?;
+            Some(Targets::from_store(&store, ds.test.as_ref(), &at_scores(p))?)
+        }
+        None => None,
+    };
+    let q = targets.as_ref().map_or(0, |t| t.q);
+    if let Some(tt) = &test_targets {
+        if tt.q != q {
+            return Err(input("test score store has a different number of questions", "aspects.test_scores", "label both splits with the same aspects.json"));
+        }
+    }
+
+    // Fresh start or resume.
+    let last_dir = run_dir.checkpoint("last");
+    if fresh && run_dir.root.exists() {
+        std::fs::remove_dir_all(&run_dir.root).at(&run_dir.root)?;
+    }
+    let resume_from = checkpoint::existing(&last_dir);
+    if resume_from.is_some() {
+        let saved = run_dir.load_config()?;
+        if &saved != cfg {
+            return Err(input(
+                "this run dir holds a run with a different config",
+                run_dir.root.display().to_string(),
+                "pass --fresh to start over in it, or use another --run-dir",
+            ));
+        }
+    }
+    std::fs::create_dir_all(&run_dir.root).at(&run_dir.root)?;
+    files::write_atomic(&run_dir.config(), cfg.to_toml().as_bytes())?;
+
+    let mut model = Model::build(cfg, c, q, &dev)?;
+    let mut opt = Optimizer::new(cfg.optim.clone(), model.trainable());
+    let mut state = State::default();
+    let mut history: Vec<EpochMetrics> = Vec::new();
+    if let Some(dir) = &resume_from {
+        state = checkpoint::load_model(dir, &mut model.varmap)?;
+        checkpoint::load_optimizer(dir, &mut opt, state.step, &dev)?;
+        history = read_metrics(&run_dir.metrics())?.into_iter().filter(|m| m.epoch <= state.epoch).collect();
+        progress::log(format!("resuming {} after epoch {}/{}", run_dir.root.display(), state.epoch, cfg.train.epochs));
+    }
+    let params = model.param_count();
+    progress::log(format!(
+        "training {} ({params} parameters, {c} classes + {q} aspects) on {} train / {} test images",
+        cfg.model.arch,
+        ds.train.len(),
+        ds.test.len()
+    ));
+
+    let transform = Arc::new(Transform::new(cfg.transform.clone())?);
+    let steps_per_epoch = ds.train.len().div_ceil(cfg.train.batch_size);
+    let mut last_eval = EvalResult::default();
+    for epoch in state.epoch..cfg.train.epochs {
+        let t0 = Instant::now();
+        let mut order: Vec<usize> = (0..ds.train.len()).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(cfg.train.seed, epoch as u64)));
+        let iter = batches(
+            ds.train.clone(),
+            order,
+            cfg.train.batch_size,
+            transform.clone(),
+            true,
+            mix(cfg.train.seed ^ 0xA5A5, epoch as u64),
+            cfg.data.workers,
+            4,
+        );
+        let pb = progress::bar(steps_per_epoch as u64, &format!("epoch {}/{}", epoch + 1, cfg.train.epochs), "steps");
+        let (mut sum_loss, mut sum_ce, mut sum_bce, mut correct, mut seen) = (0.0, 0.0, 0.0, 0usize, 0usize);
+        let mut lr = opt.lr();
+        for (i, batch) in iter.enumerate() {
+            let batch = batch?;
+            lr = cfg.schedule.lr_at(cfg.optim.lr, epoch as f64 + i as f64 / steps_per_epoch as f64, cfg.train.epochs);
+            opt.set_lr(lr);
+            let xs = batch.images_tensor(&dev)?;
+            let ys = batch.labels_tensor(&dev)?;
+            let logits = model.student.forward(&xs, true)?;
+            let class_logits = logits.narrow(1, 0, c)?;
+            let ce = loss::cross_entropy(&class_logits, &ys, cfg.train.label_smoothing)?;
+            let mut total = ce.clone();
+            if let Some(t) = &targets {
+                let (p_yes, mask) = t.batch(&batch.indices, &dev)?;
+                let bce = loss::soft_bce_with_logits(&logits.narrow(1, c, q)?, &p_yes, &mask)?;
+                sum_bce += bce.to_scalar::<f32>()? as f64 * batch.labels.len() as f64;
+                total = (total + (bce * cfg.aspects.alpha)?)?;
+            }
+            let loss_v = total.to_scalar::<f32>()?;
+            if !loss_v.is_finite() {
+                return Err(input(
+                    format!("the loss became {loss_v} at epoch {} step {i}", epoch + 1),
+                    run_dir.root.display().to_string(),
+                    "lower optim.lr; the last good checkpoint is in checkpoints/last",
+                ));
+            }
+            let grads = total.backward()?;
+            opt.step(&grads)?;
+            let n = batch.labels.len();
+            sum_loss += loss_v as f64 * n as f64;
+            sum_ce += ce.to_scalar::<f32>()? as f64 * n as f64;
+            let cl = class_logits.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            correct += topk_correct(&cl, c, &batch.labels, 1);
+            seen += n;
+            pb.set_message(format!("loss {:.4} acc {:.1}%", sum_loss / seen as f64, 100.0 * correct as f64 / seen as f64));
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        let train_secs = t0.elapsed().as_secs_f64();
+        let eval = evaluate(&model, ds.test.clone(), &transform, cfg.train.eval_batch_size, cfg.data.workers, test_targets.as_ref(), false)?;
+        let secs = t0.elapsed().as_secs_f64();
+        state.epoch = epoch + 1;
+        state.step = opt.steps();
+        state.seconds += secs;
+        let m = EpochMetrics {
+            epoch: epoch + 1,
+            lr,
+            train_loss: sum_loss / seen as f64,
+            train_ce: sum_ce / seen as f64,
+            train_bce: targets.as_ref().map(|_| sum_bce / seen as f64),
+            train_top1: 100.0 * correct as f64 / seen as f64,
+            test_loss: eval.loss,
+            test_top1: eval.top1,
+            test_top5: eval.top5,
+            test_aspect_bce: eval.aspects.as_ref().map(|a| a.bce),
+            test_aspect_auc: eval.aspects.as_ref().and_then(|a| a.auc),
+            test_aspect_agreement: eval.aspects.as_ref().map(|a| a.agreement),
+            seconds: secs,
+            images_per_s: seen as f64 / train_secs,
+        };
+        progress::log(format!(
+            "epoch {}/{}  loss {:.4}  train {:.2}%  test top-1 {:.2}% top-5 {:.2}%  lr {:.2e}  {:.0} img/s  {:.1} s",
+            m.epoch, cfg.train.epochs, m.train_loss, m.train_top1, m.test_top1, m.test_top5, lr, m.images_per_s, secs
+        ));
+        history.push(m);
+        let improved = eval.top1 > state.best_test_top1 || state.best_epoch == 0;
+        if improved {
+            state.best_test_top1 = eval.top1;
+            state.best_epoch = epoch + 1;
+        }
+        write_metrics(&run_dir.metrics(), &history)?;
+        checkpoint::save(&last_dir, &model.varmap, &opt, &state)?;
+        if improved {
+            checkpoint::save(&run_dir.checkpoint("best"), &model.varmap, &opt, &state)?;
+        }
+        last_eval = eval;
+    }
+    if resume_from.is_some() && history.last().map(|m| m.epoch) == Some(cfg.train.epochs) && last_eval.images == 0 {
+        // Nothing left to train: report the finished run's final evaluation.
+        last_eval = evaluate(&model, ds.test.clone(), &transform, cfg.train.eval_batch_size, cfg.data.workers, test_targets.as_ref(), false)?;
+    }
+    let summary = Summary {
+        arch: cfg.model.arch.to_string(),
+        num_classes: c,
+        num_aspects: q,
+        params,
+        epochs: cfg.train.epochs,
+        train_images: ds.train.len(),
+        test_images: ds.test.len(),
+        test_top1: last_eval.top1,
+        test_top5: last_eval.top5,
+        best_test_top1: state.best_test_top1,
+        best_epoch: state.best_epoch,
+        seconds: state.seconds,
+        test_aspects: last_eval.aspects,
+    };
+    files::write_json_atomic(&run_dir.summary(), &summary)?;
+    Ok(summary)
+}
+
+/// Evaluate on every image of `ds` (the last partial batch included). Class metrics use the first
+/// C outputs only; aspect metrics need `targets`.
+pub fn evaluate(
+    model: &Model,
+    ds: Arc<dyn Dataset>,
+    transform: &Arc<Transform>,
+    batch_size: usize,
+    workers: usize,
+    targets: Option<&Targets>,
+    keep_outputs: bool,
+) -> Result<EvalResult> {
+    let (c, q) = (model.num_classes, model.num_aspects);
+    let n = ds.len();
+    let iter = batches(ds, (0..n).collect(), batch_size, transform.clone(), false, 0, workers, 2);
+    let pb = progress::bar(n as u64, "eval", "images");
+    let (mut loss_sum, mut top1, mut top5) = (0.0, 0usize, 0usize);
+    let mut acc = targets.map(|_| AspectAccumulator::new(q));
+    let mut outputs = keep_outputs.then(Vec::new);
+    for batch in iter {
+        let batch = batch?;
+        let xs = batch.images_tensor(&model.device)?;
+        let logits = model.student.forward(&xs, false)?;
+        let class_logits = logits.narrow(1, 0, c)?;
+        let ys = batch.labels_tensor(&model.device)?;
+        loss_sum += loss::cross_entropy(&class_logits, &ys, 0.0)?.to_scalar::<f32>()? as f64 * batch.labels.len() as f64;
+        let cl = class_logits.flatten_all()?.to_vec1::<f32>()?;
+        top1 += topk_correct(&cl, c, &batch.labels, 1);
+        top5 += topk_correct(&cl, c, &batch.labels, 5.min(c));
+        let all = logits.to_vec2::<f32>()?;
+        if let (Some(acc), Some(t)) = (acc.as_mut(), targets) {
+            for (row, &i) in all.iter().zip(&batch.indices) {
+                let (p, m) = t.row(i);
+                let mask: Vec<bool> = m.iter().map(|&x| x > 0.0).collect();
+                acc.push(&row[c..c + q], p, &mask);
+            }
+        }
+        if let Some(out) = outputs.as_mut() {
+            out.extend(all);
+        }
+        pb.inc(batch.labels.len() as u64);
+    }
+    pb.finish_and_clear();
+    let denom = n.max(1) as f64;
+    Ok(EvalResult {
+        images: n,
+        loss: loss_sum / denom,
+        top1: 100.0 * top1 as f64 / denom,
+        top5: 100.0 * top5 as f64 / denom,
+        aspects: acc.map(|a| a.finish()),
+        outputs,
+    })
+}
+
+/// Softmax over the class logits of one output row, and sigmoid over its aspect logits.
+pub fn split_outputs(row: &[f32], c: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+    let cls = Tensor::new(&row[..c], &Device::Cpu)?;
+    let probs = candle_nn::ops::softmax(&cls, D::Minus1)?.to_vec1::<f32>()?;
+    let aspects = row[c..].iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect();
+    Ok((probs, aspects))
+}
+
+fn mix(a: u64, b: u64) -> u64 {
+    a.wrapping_mul(0x9E3779B97F4A7C15) ^ b.wrapping_add(0x632BE59BD9B4E019).rotate_left(17)
+}
+
+pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
+    if !path.exists() {
+        return Ok(vec![]);
+    }
+    let text = std::fs::read_to_string(path).at(path)?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| input(format!("bad metrics line: {e}"), format!("{}:{}", path.display(), i + 1), "metrics.jsonl is written by makd train"))
+        })
+        .collect()
+}
+
+fn write_metrics(path: &Path, history: &[EpochMetrics]) -> Result<()> {
+    let mut text = String::new();
+    for m in history {
+        text.push_str(&serde_json::to_string(m).expect("metrics serialize"));
+        text.push('\n');
+    }
+    files::write_atomic(path, text.as_bytes())
+}
