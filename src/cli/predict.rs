@@ -1,6 +1,73 @@
-#[derive(clap::Args, Debug)]
-pub struct Args {}
+//! `makd predict`: classify image files with a trained run and show its answers to the aspect questions.
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+use anyhow::Result;
+use makd::data::transform::Transform;
+use makd::train::checkpoint;
+use makd::train::trainer::{self, Model, RunDir};
+use rand::SeedableRng;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Run dir written by `makd train`.
+    #[arg(long)]
+    run_dir: PathBuf,
+    /// Which checkpoint: `last` or `best`.
+    #[arg(long, default_value = "last")]
+    checkpoint: String,
+    /// How many classes to list per image.
+    #[arg(long, default_value_t = 3)]
+    top: usize,
+    /// Print JSON (one object per image) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Image files (png, jpeg, webp).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let run_dir = RunDir::new(&args.run_dir);
+    let cfg = run_dir.load_config()?;
+    let info = run_dir.load_model_info()?;
+    let dev = trainer::device()?;
+    let ckpt_dir = checkpoint::existing(&run_dir.checkpoint(&args.checkpoint))
+        .ok_or_else(|| makd::error::input(format!("no {} checkpoint", args.checkpoint), run_dir.root.display().to_string(), "train first"))?;
+    let c = info.classes.len();
+    let mut model = Model::build(&cfg, c, info.num_aspects, &dev)?;
+    checkpoint::load_model(&ckpt_dir, &mut model.varmap)?;
+    let transform = Transform::new(cfg.transform.clone())?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    for path in &args.images {
+        let img = makd::data::decode_image_file(path)?;
+        let x = transform.apply(&img, false, &mut rng);
+        let xs = candle_core::Tensor::from_vec(x, (1, cfg.transform.channels, cfg.transform.size, cfg.transform.size), &dev)?;
+        let row = model.student.forward(&xs, false)?.squeeze(0)?.to_vec1::<f32>()?;
+        let (probs, aspects) = trainer::split_outputs(&row, c)?;
+        let mut order: Vec<usize> = (0..c).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+        if args.json {
+            let classes: Vec<_> = order.iter().take(args.top).map(|&k| serde_json::json!({"class": info.classes[k], "p": probs[k]})).collect();
+            let asp: Vec<_> = aspects
+                .iter()
+                .enumerate()
+                .map(|(j, p)| {
+                    let q = info.questions.get(j);
+                    serde_json::json!({"id": q.map(|q| q.id.clone()), "question": q.map(|q| q.text.clone()), "p_yes": p})
+                })
+                .collect();
+            println!("{}", serde_json::json!({"image": path, "classes": classes, "aspects": asp}));
+        } else {
+            println!("{}", path.display());
+            for &k in order.iter().take(args.top) {
+                println!("  {:>6.2}%  {}", 100.0 * probs[k], info.classes[k]);
+            }
+            for (j, p) in aspects.iter().enumerate() {
+                let text = info.questions.get(j).map_or(String::new(), |q| format!("{} {}", q.id, q.text));
+                let answer = if *p > 0.5 { "yes" } else { "no " };
+                println!("  {answer} {:.2}  {text}", p);
+            }
+        }
+    }
+    Ok(())
 }

@@ -49,6 +49,12 @@ impl RunDir {
     pub fn checkpoint(&self, which: &str) -> PathBuf {
         self.root.join("checkpoints").join(which)
     }
+    pub fn model_info(&self) -> PathBuf {
+        self.root.join("model.json")
+    }
+    pub fn load_model_info(&self) -> Result<ModelInfo> {
+        files::read_json(&self.model_info(), "model.json is written by makd train")
+    }
     /// The resolved config saved by `makd train`.
     pub fn load_config(&self) -> Result<TrainConfig> {
         let path = self.config();
@@ -57,6 +63,17 @@ impl RunDir {
         }
         TrainConfig::load(&path, &[])
     }
+}
+
+/// `model.json`: what the outputs of the model mean (class names, then aspect questions), so
+/// `eval` and `predict` need nothing but the run dir.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub arch: String,
+    pub classes: Vec<String>,
+    pub num_aspects: usize,
+    /// Aspect questions in output order (ids and texts), when the aspect set was given.
+    pub questions: Vec<crate::aspects::Question>,
 }
 
 /// One line of `metrics.jsonl`.
@@ -217,9 +234,19 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
     let ds = open_datasets(cfg)?;
     let c = ds.train.classes().len();
     let at_scores = |p: &Path| p.display().to_string();
+    let mut questions = Vec::new();
     let targets = match &cfg.aspects.scores {
         Some(p) => {
-            let (store, _) = open_store(p, cfg.aspects.aspects.as_deref(), ds.full_train.as_ref())?;
+            let (store, set) = open_store(p, cfg.aspects.aspects.as_deref(), ds.full_train.as_ref())?;
+            questions = match set {
+                Some(set) => set.questions,
+                None => store
+                    .manifest
+                    .question_ids
+                    .iter()
+                    .map(|id| crate::aspects::Question { id: id.clone(), text: String::new(), kind: String::new() })
+                    .collect(),
+            };
             Some(Targets::from_store(&store, ds.train.as_ref(), &at_scores(p))?)
         }
         None => None,
@@ -257,6 +284,8 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
     }
     std::fs::create_dir_all(&run_dir.root).at(&run_dir.root)?;
     files::write_atomic(&run_dir.config(), cfg.to_toml().as_bytes())?;
+    let info = ModelInfo { arch: cfg.model.arch.to_string(), classes: ds.train.classes().to_vec(), num_aspects: q, questions };
+    files::write_json_atomic(&run_dir.model_info(), &info)?;
 
     let mut model = Model::build(cfg, c, q, &dev)?;
     let mut opt = Optimizer::new(cfg.optim.clone(), model.trainable());
