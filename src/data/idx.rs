@@ -32,7 +32,8 @@ pub const DEBIAN_FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 /// The canonical download location (the files are named as on disk, gzipped).
 pub const FASHION_MNIST_URL: &str = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/";
 
-const INSTALL_HINT: &str = "run `apt-get install -y dataset-fashion-mnist`, or point at a directory holding \
+const INSTALL_HINT: &str =
+    "run `apt-get install -y dataset-fashion-mnist`, or point at a directory holding \
 the four IDX files with --data-dir or `fashion-mnist:DIR`";
 
 /// One parsed IDX file: its dimensions and its bytes.
@@ -44,7 +45,13 @@ pub struct IdxArray {
 
 /// Parse IDX bytes (already decompressed); `at` names the file in errors.
 pub fn parse_idx(bytes: &[u8], at: &str) -> Result<IdxArray> {
-    let bad = |what: String| error::input(what, at, "is this an MNIST-family IDX file? re-download or reinstall it");
+    let bad = |what: String| {
+        error::input(
+            what,
+            at,
+            "is this an MNIST-family IDX file? re-download or reinstall it",
+        )
+    };
     if bytes.len() < 4 {
         return Err(bad(format!(
             "truncated: expected at least a 4-byte header, found {} bytes",
@@ -221,11 +228,19 @@ impl IdxDataset {
 
     /// Fashion-MNIST from `dir`, with its ten named classes.
     pub fn open_fashion_mnist(dir: &Path, split: Split) -> Result<IdxDataset> {
-        let classes = FASHION_MNIST_CLASSES.iter().map(|c| c.to_string()).collect();
+        let classes = FASHION_MNIST_CLASSES
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
         Self::load(dir, split, classes, "fashion-mnist")
     }
 
-    fn load(dir: &Path, split: Split, classes: Vec<String>, kind: &'static str) -> Result<IdxDataset> {
+    fn load(
+        dir: &Path,
+        split: Split,
+        classes: Vec<String>,
+        kind: &'static str,
+    ) -> Result<IdxDataset> {
         let (images_path, labels_path) = split_files(dir, split)?;
         let images = read_idx(&images_path)?;
         let at_images = images_path.display().to_string();
@@ -361,7 +376,10 @@ pub fn fashion_mnist_candidates() -> Vec<PathBuf> {
 /// A directory holding all four Fashion-MNIST files: the first complete candidate, else a fresh
 /// download into the cache. Fails with an install hint when offline.
 pub fn locate_fashion_mnist() -> Result<PathBuf> {
-    if let Some(dir) = fashion_mnist_candidates().into_iter().find(|d| has_all_files(d)) {
+    if let Some(dir) = fashion_mnist_candidates()
+        .into_iter()
+        .find(|d| has_all_files(d))
+    {
         return Ok(dir);
     }
     let searched = fashion_mnist_candidates()
@@ -453,7 +471,10 @@ mod tests {
         let files = [
             ("train-images-idx3-ubyte", idx_bytes(&[n, 2, 2], &pixels)),
             ("train-labels-idx1-ubyte", idx_bytes(&[n], train_labels)),
-            ("t10k-images-idx3-ubyte", idx_bytes(&[1, 2, 2], &[1, 2, 3, 4])),
+            (
+                "t10k-images-idx3-ubyte",
+                idx_bytes(&[1, 2, 2], &[1, 2, 3, 4]),
+            ),
             ("t10k-labels-idx1-ubyte", idx_bytes(&[1], &[0])),
         ];
         for (name, bytes) in files {
@@ -507,7 +528,11 @@ mod tests {
     #[test]
     fn fashion_mnist_labels_must_be_below_ten() {
         let dir = tiny_dir(true, &[9, 10, 0]);
-        let msg = input_msg(IdxDataset::open_fashion_mnist(dir.path(), Split::Train).err().unwrap());
+        let msg = input_msg(
+            IdxDataset::open_fashion_mnist(dir.path(), Split::Train)
+                .err()
+                .unwrap(),
+        );
         assert!(msg.contains("label 10 of image 1"), "{msg}");
     }
 
@@ -530,7 +555,10 @@ mod tests {
         std::fs::write(&p, &full[..full.len() - 5]).unwrap();
         let msg = input_msg(IdxDataset::open(dir.path(), Split::Train).err().unwrap());
         assert!(msg.contains(&p.display().to_string()), "{msg}");
-        assert!(msg.contains("truncated: dimensions [3, 2, 2] need 28 bytes, found 23"), "{msg}");
+        assert!(
+            msg.contains("truncated: dimensions [3, 2, 2] need 28 bytes, found 23"),
+            "{msg}"
+        );
         // A header cut short, and trailing bytes, are reported too.
         assert!(input_msg(parse_idx(&full[..9], "h").unwrap_err()).contains("16-byte header"));
         let mut long = full.clone();
@@ -545,17 +573,32 @@ mod tests {
         let full = std::fs::read(&p).unwrap();
         std::fs::write(&p, &full[..full.len() / 2]).unwrap();
         let msg = input_msg(IdxDataset::open(dir.path(), Split::Train).err().unwrap());
-        assert!(msg.contains(&p.display().to_string()) && msg.contains("gzip"), "{msg}");
+        assert!(
+            msg.contains(&p.display().to_string()) && msg.contains("gzip"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn mismatched_counts_and_missing_files() {
         let dir = tiny_dir(false, &[0, 1, 2]);
-        std::fs::write(dir.path().join("train-labels-idx1-ubyte"), idx_bytes(&[2], &[0, 1])).unwrap();
-        let msg = input_msg(IdxDataset::open_fashion_mnist(dir.path(), Split::Train).err().unwrap());
+        std::fs::write(
+            dir.path().join("train-labels-idx1-ubyte"),
+            idx_bytes(&[2], &[0, 1]),
+        )
+        .unwrap();
+        let msg = input_msg(
+            IdxDataset::open_fashion_mnist(dir.path(), Split::Train)
+                .err()
+                .unwrap(),
+        );
         assert!(msg.contains("2 labels for 3 images"), "{msg}");
         std::fs::remove_file(dir.path().join("t10k-labels-idx1-ubyte")).unwrap();
-        let msg = input_msg(IdxDataset::open_fashion_mnist(dir.path(), Split::Test).err().unwrap());
+        let msg = input_msg(
+            IdxDataset::open_fashion_mnist(dir.path(), Split::Test)
+                .err()
+                .unwrap(),
+        );
         assert!(msg.contains("t10k-labels-idx1-ubyte"), "{msg}");
     }
 
@@ -575,7 +618,10 @@ mod tests {
         assert_eq!(train.id(0), "train/00000");
         assert_eq!(test.id(9999), "test/09999");
         let s = train.get(59999).unwrap();
-        assert_eq!((s.image.width, s.image.height, s.image.pixels.len()), (28, 28, 784));
+        assert_eq!(
+            (s.image.width, s.image.height, s.image.pixels.len()),
+            (28, 28, 784)
+        );
         let again = super::super::open(&spec, Split::Train).unwrap();
         assert_eq!(train.fingerprint(), again.fingerprint());
         assert_ne!(train.fingerprint(), test.fingerprint());

@@ -88,13 +88,19 @@ impl Job {
     }
 
     fn build(&self, k: usize) -> Result<Batch> {
-        let indices = self.order[k * self.batch_size..((k + 1) * self.batch_size).min(self.order.len())].to_vec();
+        let indices = self.order
+            [k * self.batch_size..((k + 1) * self.batch_size).min(self.order.len())]
+            .to_vec();
         let [c, h, w] = self.transform.output_shape();
         let mut images = Vec::with_capacity(indices.len() * c * h * w);
         let mut labels = Vec::with_capacity(indices.len());
         for &i in &indices {
             let sample = self.ds.get(i)?;
-            images.extend(self.transform.apply(&sample.image, self.train, &mut sample_rng(self.seed, i)));
+            images.extend(self.transform.apply(
+                &sample.image,
+                self.train,
+                &mut sample_rng(self.seed, i),
+            ));
             labels.push(sample.label as u32);
         }
         Ok(Batch {
@@ -242,7 +248,7 @@ mod tests {
     }
 
     impl Synthetic {
-        fn new(n: usize, bad: Option<usize>) -> Arc<dyn Dataset> {
+        fn make(n: usize, bad: Option<usize>) -> Arc<dyn Dataset> {
             Arc::new(Synthetic {
                 n,
                 bad,
@@ -299,17 +305,29 @@ mod tests {
     }
 
     fn collect(workers: usize, order: Vec<usize>) -> Vec<Batch> {
-        let ds = Synthetic::new(23, None);
-        batches(ds, order, 5, transform(Augment::CropFlip), true, 42, workers, 2)
-            .collect::<Result<Vec<_>>>()
-            .unwrap()
+        let ds = Synthetic::make(23, None);
+        batches(
+            ds,
+            order,
+            5,
+            transform(Augment::CropFlip),
+            true,
+            42,
+            workers,
+            2,
+        )
+        .collect::<Result<Vec<_>>>()
+        .unwrap()
     }
 
     #[test]
     fn every_index_once_with_the_partial_last_batch() {
         let order = shuffled(23, 1);
         let out = collect(2, order.clone());
-        assert_eq!(out.iter().map(Batch::len).collect::<Vec<_>>(), [5, 5, 5, 5, 3]);
+        assert_eq!(
+            out.iter().map(Batch::len).collect::<Vec<_>>(),
+            [5, 5, 5, 5, 3]
+        );
         let seen: Vec<usize> = out.iter().flat_map(|b| b.indices.clone()).collect();
         assert_eq!(seen, order);
         let mut sorted = seen.clone();
@@ -318,7 +336,13 @@ mod tests {
         let last = out.last().unwrap();
         assert_eq!(last.shape, [3, 1, 3, 3]);
         assert_eq!(last.images.len(), 27);
-        assert_eq!(last.labels, last.indices.iter().map(|&i| (i % 3) as u32).collect::<Vec<_>>());
+        assert_eq!(
+            last.labels,
+            last.indices
+                .iter()
+                .map(|&i| (i % 3) as u32)
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -330,10 +354,19 @@ mod tests {
         // Augmentation really happened (some padding zeros), so the equality above is not vacuous.
         assert!(one.iter().any(|b| b.images.contains(&0.0)));
         // Test mode is the plain image: value (i·7 + p) at pixel p.
-        let ds = Synthetic::new(23, None);
-        let plain: Vec<Batch> = batches(ds, vec![4, 0], 8, transform(Augment::CropFlip), false, 42, 3, 1)
-            .collect::<Result<_>>()
-            .unwrap();
+        let ds = Synthetic::make(23, None);
+        let plain: Vec<Batch> = batches(
+            ds,
+            vec![4, 0],
+            8,
+            transform(Augment::CropFlip),
+            false,
+            42,
+            3,
+            1,
+        )
+        .collect::<Result<_>>()
+        .unwrap();
         assert_eq!(plain.len(), 1);
         let expected: Vec<f32> = (0..9).map(|p| (28 + p) as f32).collect();
         for (got, want) in plain[0].images[..9].iter().zip(&expected) {
@@ -343,9 +376,18 @@ mod tests {
 
     #[test]
     fn first_error_ends_the_iteration() {
-        let ds = Synthetic::new(10, Some(7));
-        let out: Vec<Result<Batch>> =
-            batches(ds, (0..10).collect(), 3, transform(Augment::None), false, 0, 2, 2).collect();
+        let ds = Synthetic::make(10, Some(7));
+        let out: Vec<Result<Batch>> = batches(
+            ds,
+            (0..10).collect(),
+            3,
+            transform(Augment::None),
+            false,
+            0,
+            2,
+            2,
+        )
+        .collect();
         assert_eq!(out.len(), 3);
         assert!(out[0].is_ok() && out[1].is_ok());
         assert!(matches!(&out[2], Err(Error::Input { at, .. }) if at == "s/7"));
@@ -353,12 +395,31 @@ mod tests {
 
     #[test]
     fn dropping_early_does_not_hang() {
-        let ds = Synthetic::new(1000, None);
-        let mut it = batches(ds, (0..1000).collect(), 2, transform(Augment::Flip), true, 0, 4, 1);
+        let ds = Synthetic::make(1000, None);
+        let mut it = batches(
+            ds,
+            (0..1000).collect(),
+            2,
+            transform(Augment::Flip),
+            true,
+            0,
+            4,
+            1,
+        );
         assert_eq!(it.num_batches(), 500);
         assert!(it.next().unwrap().is_ok());
         drop(it); // joins the workers, which are blocked on full channels
-        let empty: Vec<_> = batches(Synthetic::new(3, None), vec![], 4, transform(Augment::None), false, 0, 2, 2).collect();
+        let empty: Vec<_> = batches(
+            Synthetic::make(3, None),
+            vec![],
+            4,
+            transform(Augment::None),
+            false,
+            0,
+            2,
+            2,
+        )
+        .collect();
         assert!(empty.is_empty());
     }
 

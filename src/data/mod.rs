@@ -196,8 +196,8 @@ pub fn open(spec: &DatasetSpec, split: Split) -> Result<Arc<dyn Dataset>> {
             Arc::new(idx::IdxDataset::open_fashion_mnist(dir, split)?)
         }
         DatasetSource::Idx(dir) => Arc::new(idx::IdxDataset::open(dir, split)?),
-        DatasetSource::ImageFolder(_root) => todo!(),
-        DatasetSource::Csv(_file) => todo!(),
+        DatasetSource::ImageFolder(root) => Arc::new(imagefolder::ImageFolder::open(root, split)?),
+        DatasetSource::Csv(file) => Arc::new(csv::CsvDataset::open(file, split)?),
     })
 }
 
@@ -222,7 +222,11 @@ impl Subset {
             ));
         }
         let how = format!("{} chosen", indices.len());
-        Ok(Subset { inner, indices, how })
+        Ok(Subset {
+            inner,
+            indices,
+            how,
+        })
     }
 
     /// The first `n` images (all of them when `n` exceeds the length).
@@ -315,4 +319,130 @@ pub(crate) fn out_of_range(i: usize, len: usize, what: &str) -> Error {
         what.to_string(),
         "this is a bug in the caller: indices must be below Dataset::len()",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_round_trip_as_strings() {
+        for s in [
+            "fashion-mnist",
+            "fashion-mnist:/d/f",
+            "idx:data/kmnist",
+            "imagefolder:/x/y",
+            "csv:m.csv",
+        ] {
+            let spec: DatasetSpec = s.parse().unwrap();
+            assert_eq!(spec.to_string(), s);
+            assert_eq!(serde_json::to_string(&spec).unwrap(), format!("\"{s}\""));
+            let back: DatasetSpec = serde_json::from_str(&format!("\"{s}\"")).unwrap();
+            assert_eq!(back, spec);
+        }
+        let spec: DatasetSpec = "imagefolder:C:/a".parse().unwrap();
+        assert_eq!(spec.source, DatasetSource::ImageFolder("C:/a".into()));
+        for bad in ["mnist", "idx:", "folder:/x", ""] {
+            let e = bad.parse::<DatasetSpec>().unwrap_err();
+            assert!(matches!(e, Error::Input { .. }));
+            assert!(
+                e.to_string()
+                    .contains("hint: use one of: fashion-mnist, fashion-mnist:DIR"),
+                "{e}"
+            );
+        }
+        assert!(serde_json::from_str::<DatasetSpec>("\"nope\"").is_err());
+    }
+
+    #[test]
+    fn splits_parse_and_print() {
+        assert_eq!("train".parse::<Split>().unwrap(), Split::Train);
+        assert_eq!("val".parse::<Split>().unwrap(), Split::Test);
+        assert_eq!("Test".parse::<Split>().unwrap(), Split::Test);
+        assert_eq!(Split::Test.to_string(), "test");
+        assert!("dev".parse::<Split>().is_err());
+    }
+
+    /// 12 images: labels 0,0,0,0,0,0,0,0,1,1,1,2 (class 2 has a single image).
+    struct Labels(Vec<usize>, Vec<String>, Vec<String>);
+
+    impl Dataset for Labels {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn classes(&self) -> &[String] {
+            &self.2
+        }
+        fn id(&self, i: usize) -> &str {
+            &self.1[i]
+        }
+        fn label(&self, i: usize) -> usize {
+            self.0[i]
+        }
+        fn get(&self, i: usize) -> Result<Sample> {
+            Ok(Sample {
+                id: self.1[i].clone(),
+                image: RawImage {
+                    width: 1,
+                    height: 1,
+                    channels: 1,
+                    pixels: vec![i as u8],
+                },
+                label: self.0[i],
+            })
+        }
+        fn describe(&self) -> String {
+            "labels".into()
+        }
+    }
+
+    fn labels() -> Arc<dyn Dataset> {
+        let l = vec![0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 2];
+        let ids = (0..l.len()).map(|i| format!("im{i}")).collect();
+        Arc::new(Labels(l, ids, vec!["a".into(), "b".into(), "c".into()]))
+    }
+
+    #[test]
+    fn stratified_subset_balances_classes_deterministically() {
+        let ds = labels();
+        let count = |s: &Subset, c: usize| (0..s.len()).filter(|&i| s.label(i) == c).count();
+        let s = Subset::stratified(ds.clone(), 6, 3);
+        // 6 over 3 classes is 2 each, but class 2 has one image: its share goes to the others.
+        let mut counts = [count(&s, 0), count(&s, 1), count(&s, 2)];
+        assert_eq!(counts[2], 1);
+        counts.sort_unstable();
+        assert_eq!(counts, [1, 2, 3]);
+        assert!(
+            s.indices().windows(2).all(|w| w[0] < w[1]),
+            "dataset order kept"
+        );
+        assert_eq!(Subset::stratified(ds.clone(), 6, 3).indices(), s.indices());
+        let s3 = Subset::stratified(ds.clone(), 3, 11);
+        assert_eq!([count(&s3, 0), count(&s3, 1), count(&s3, 2)], [1, 1, 1]);
+        // Ids, labels and images pass through.
+        let j = s.indices()[0];
+        assert_eq!(s.id(0), format!("im{j}"));
+        assert_eq!(s.get(0).unwrap().image.pixels, vec![j as u8]);
+        assert!(s.get(6).is_err());
+        assert_eq!(Subset::stratified(ds.clone(), 100, 0).len(), 12);
+        let differs =
+            (0..20).any(|seed| Subset::stratified(ds.clone(), 6, seed).indices() != s.indices());
+        assert!(differs, "the seed matters");
+    }
+
+    #[test]
+    fn first_and_explicit_subsets() {
+        let ds = labels();
+        let f = Subset::first(ds.clone(), 4);
+        assert_eq!((f.len(), f.id(3), f.label(3)), (4, "im3", 0));
+        assert_eq!(Subset::first(ds.clone(), 99).len(), 12);
+        assert_ne!(f.fingerprint(), ds.fingerprint());
+        assert_eq!(f.fingerprint(), Subset::first(ds.clone(), 4).fingerprint());
+        let n = Subset::new(ds.clone(), vec![11, 0]).unwrap();
+        assert_eq!((n.id(0), n.label(0)), ("im11", 2));
+        assert!(matches!(
+            Subset::new(ds, vec![12]),
+            Err(Error::Input { .. })
+        ));
+    }
 }

@@ -68,7 +68,11 @@ impl TransformConfig {
             Err(error::input(what, format!("transform.{field}"), hint))
         };
         if self.size == 0 || self.size > 4096 {
-            return bad("size", format!("size {} is out of range", self.size), "use 1..=4096, e.g. 28 or 224");
+            return bad(
+                "size",
+                format!("size {} is out of range", self.size),
+                "use 1..=4096, e.g. 28 or 224",
+            );
         }
         if self.channels != 1 && self.channels != 3 {
             return bad(
@@ -80,22 +84,38 @@ impl TransformConfig {
         if self.mean.len() != self.channels {
             return bad(
                 "mean",
-                format!("{} mean values for {} channels", self.mean.len(), self.channels),
+                format!(
+                    "{} mean values for {} channels",
+                    self.mean.len(),
+                    self.channels
+                ),
                 "give one mean per channel, e.g. [0.2860] or [0.485, 0.456, 0.406]",
             );
         }
         if self.std.len() != self.channels {
             return bad(
                 "std",
-                format!("{} std values for {} channels", self.std.len(), self.channels),
+                format!(
+                    "{} std values for {} channels",
+                    self.std.len(),
+                    self.channels
+                ),
                 "give one std per channel, e.g. [0.3530] or [0.229, 0.224, 0.225]",
             );
         }
         if let Some(s) = self.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-            return bad("std", format!("std {s} is not a positive number"), "std values must be > 0");
+            return bad(
+                "std",
+                format!("std {s} is not a positive number"),
+                "std values must be > 0",
+            );
         }
         if let Some(m) = self.mean.iter().find(|m| !m.is_finite()) {
-            return bad("mean", format!("mean {m} is not a finite number"), "mean values are fractions of 255, e.g. 0.5");
+            return bad(
+                "mean",
+                format!("mean {m} is not a finite number"),
+                "mean values are fractions of 255, e.g. 0.5",
+            );
         }
         Ok(())
     }
@@ -125,7 +145,9 @@ impl Planes {
         if src_c == 3 && want_gray {
             let data = (0..n)
                 .map(|i| {
-                    0.2989 * px[3 * i] as f32 + 0.587 * px[3 * i + 1] as f32 + 0.114 * px[3 * i + 2] as f32
+                    0.2989 * px[3 * i] as f32
+                        + 0.587 * px[3 * i + 1] as f32
+                        + 0.114 * px[3 * i + 2] as f32
                 })
                 .collect();
             return Planes { w, h, c: 1, data };
@@ -136,13 +158,21 @@ impl Planes {
                 data[c * n + i] = px[i * src_c + c] as f32;
             }
         }
-        Planes { w, h, c: src_c, data }
+        Planes {
+            w,
+            h,
+            c: src_c,
+            data,
+        }
     }
 
     /// The `cw × ch` window at (`left`, `top`); parts outside the image are zero (padding).
     fn crop(&self, left: isize, top: isize, cw: usize, ch: usize) -> Planes {
         if left == 0 && top == 0 && cw == self.w && ch == self.h {
-            return Planes { data: self.data.clone(), ..*self };
+            return Planes {
+                data: self.data.clone(),
+                ..*self
+            };
         }
         let mut data = vec![0.0; self.c * cw * ch];
         for c in 0..self.c {
@@ -156,11 +186,17 @@ impl Planes {
                     if sx < 0 || sx >= self.w as isize {
                         continue;
                     }
-                    data[(c * ch + y) * cw + x] = self.data[(c * self.h + sy as usize) * self.w + sx as usize];
+                    data[(c * ch + y) * cw + x] =
+                        self.data[(c * self.h + sy as usize) * self.w + sx as usize];
                 }
             }
         }
-        Planes { w: cw, h: ch, c: self.c, data }
+        Planes {
+            w: cw,
+            h: ch,
+            c: self.c,
+            data,
+        }
     }
 
     /// Separable bilinear resize to `nw × nh`.
@@ -176,7 +212,8 @@ impl Planes {
             for y in 0..ch {
                 let row = &self.data[(c * ch + y) * cw..(c * ch + y + 1) * cw];
                 for (x, (start, ws)) in xs.iter().enumerate() {
-                    tmp[(c * ch + y) * nw + x] = ws.iter().zip(&row[*start..]).map(|(w, v)| w * v).sum();
+                    tmp[(c * ch + y) * nw + x] =
+                        ws.iter().zip(&row[*start..]).map(|(w, v)| w * v).sum();
                 }
             }
         }
@@ -184,12 +221,20 @@ impl Planes {
         for c in 0..self.c {
             for (y, (start, ws)) in ys.iter().enumerate() {
                 for x in 0..nw {
-                    data[(c * nh + y) * nw + x] =
-                        ws.iter().enumerate().map(|(k, w)| w * tmp[(c * ch + start + k) * nw + x]).sum();
+                    data[(c * nh + y) * nw + x] = ws
+                        .iter()
+                        .enumerate()
+                        .map(|(k, w)| w * tmp[(c * ch + start + k) * nw + x])
+                        .sum();
                 }
             }
         }
-        Planes { w: nw, h: nh, c: self.c, data }
+        Planes {
+            w: nw,
+            h: nh,
+            c: self.c,
+            data,
+        }
     }
 
     fn hflip(&mut self) {
@@ -293,7 +338,10 @@ impl Transform {
         let size = self.config.size;
         let expected = img.width as usize * img.height as usize * img.channels as usize;
         assert!(
-            matches!(img.channels, 1 | 3) && img.pixels.len() == expected && img.width > 0 && img.height > 0,
+            matches!(img.channels, 1 | 3)
+                && img.pixels.len() == expected
+                && img.width > 0
+                && img.height > 0,
             "malformed RawImage {}×{}×{} with {} bytes",
             img.width,
             img.height,
@@ -301,7 +349,11 @@ impl Transform {
             img.pixels.len()
         );
         let p = Planes::from_raw(img, self.config.channels == 1);
-        let augment = if train { self.config.augment } else { Augment::None };
+        let augment = if train {
+            self.config.augment
+        } else {
+            Augment::None
+        };
         let mut p = match augment {
             Augment::None | Augment::Flip => resize_center_crop(p, size),
             Augment::CropFlip => {
@@ -312,7 +364,8 @@ impl Transform {
             }
             Augment::ResizedCropFlip => {
                 let (left, top, cw, ch) = random_resized_crop_box(p.w, p.h, rng);
-                p.crop(left as isize, top as isize, cw, ch).resize(size, size)
+                p.crop(left as isize, top as isize, cw, ch)
+                    .resize(size, size)
             }
         };
         if augment != Augment::None && rng.random::<f32>() < 0.5 {
@@ -338,7 +391,12 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     fn gray(w: u32, h: u32, pixels: Vec<u8>) -> RawImage {
-        RawImage { width: w, height: h, channels: 1, pixels }
+        RawImage {
+            width: w,
+            height: h,
+            channels: 1,
+            pixels,
+        }
     }
 
     fn identity(size: usize, channels: usize, augment: Augment) -> Transform {
@@ -386,20 +444,43 @@ mod tests {
         assert_eq!(parsed.mean, vec![0.2860]);
         assert_eq!(parsed.augment, Augment::CropFlip);
         assert!(toml::from_str::<TransformConfig>("sise = 3").is_err());
-        let names: Vec<String> = [Augment::None, Augment::Flip, Augment::CropFlip, Augment::ResizedCropFlip]
-            .iter()
-            .map(|a| serde_json::to_string(a).unwrap())
-            .collect();
-        assert_eq!(names, ["\"none\"", "\"flip\"", "\"crop-flip\"", "\"resized-crop-flip\""]);
+        let names: Vec<String> = [
+            Augment::None,
+            Augment::Flip,
+            Augment::CropFlip,
+            Augment::ResizedCropFlip,
+        ]
+        .iter()
+        .map(|a| serde_json::to_string(a).unwrap())
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "\"none\"",
+                "\"flip\"",
+                "\"crop-flip\"",
+                "\"resized-crop-flip\""
+            ]
+        );
     }
 
     #[test]
     fn validate_rejects_bad_values() {
-        let mut c = TransformConfig { channels: 3, ..Default::default() };
+        let mut c = TransformConfig {
+            channels: 3,
+            ..Default::default()
+        };
         let msg = c.validate().unwrap_err().to_string();
-        assert!(msg.starts_with("transform.mean: 1 mean values for 3 channels"), "{msg}");
+        assert!(
+            msg.starts_with("transform.mean: 1 mean values for 3 channels"),
+            "{msg}"
+        );
         c.mean = vec![0.5; 3];
-        assert!(c.validate().unwrap_err().to_string().contains("transform.std"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("transform.std"));
         c.std = vec![0.5, 0.0, 0.5];
         assert!(matches!(c.validate(), Err(Error::Input { .. })));
         c.std = vec![0.5; 3];
@@ -412,7 +493,9 @@ mod tests {
     fn center_crop_and_resize_sizes() {
         // 4 wide × 2 high, values = column index × 10 + row. Shorter side 2 → size 2: no resize,
         // centre crop takes columns 1..3.
-        let px: Vec<u8> = (0..2).flat_map(|y| (0..4).map(move |x| x * 10 + y)).collect();
+        let px: Vec<u8> = (0..2)
+            .flat_map(|y| (0..4).map(move |x| x * 10 + y))
+            .collect();
         let out = identity(2, 1, Augment::None).apply(&gray(4, 2, px.clone()), false, &mut rng());
         close(&out, &[10.0, 20.0, 11.0, 21.0]);
         // Shrinking 4×2 to shorter side 1 gives 2×1; PIL's triangle filter widens to ±2 input
@@ -425,7 +508,11 @@ mod tests {
         let out = identity(3, 1, Augment::None).apply(&gray(1, 1, vec![9]), false, &mut rng());
         close(&out, &[9.0; 9]);
         // 2 → 4 bilinear with half-pixel centres: 0, 0.25, 0.75, 1 of the way (edges clamped).
-        let out = identity(4, 1, Augment::None).apply(&gray(2, 2, vec![0, 100, 0, 100]), false, &mut rng());
+        let out = identity(4, 1, Augment::None).apply(
+            &gray(2, 2, vec![0, 100, 0, 100]),
+            false,
+            &mut rng(),
+        );
         close(&out[..4], &[0.0, 25.0, 75.0, 100.0]);
         assert_eq!(center_offset(5, 2), 2); // round(1.5) = 2
         assert_eq!(center_offset(3, 2), 0); // round(0.5) = 0
@@ -477,14 +564,20 @@ mod tests {
     fn resized_crop_outputs_the_size_and_stays_in_range() {
         let t = identity(5, 3, Augment::ResizedCropFlip);
         let px: Vec<u8> = (0..40 * 30 * 3).map(|i| (i % 251) as u8).collect();
-        let img = RawImage { width: 40, height: 30, channels: 3, pixels: px };
+        let img = RawImage {
+            width: 40,
+            height: 30,
+            channels: 3,
+            pixels: px,
+        };
         for seed in 0..30 {
             let out = t.apply(&img, true, &mut ChaCha8Rng::seed_from_u64(seed));
             assert_eq!(out.len(), 3 * 25);
             assert!(out.iter().all(|v| (0.0..=250.001).contains(v)));
         }
         for seed in 0..200 {
-            let (l, t, w, h) = random_resized_crop_box(40, 30, &mut ChaCha8Rng::seed_from_u64(seed));
+            let (l, t, w, h) =
+                random_resized_crop_box(40, 30, &mut ChaCha8Rng::seed_from_u64(seed));
             assert!(l + w <= 40 && t + h <= 30 && w > 0 && h > 0);
             let area = (w * h) as f64 / 1200.0;
             assert!((0.06..=1.0).contains(&area), "{area}");
@@ -505,17 +598,42 @@ mod tests {
             augment: Augment::None,
         })
         .unwrap();
-        close(&t.apply(&gray(1, 1, vec![255]), false, &mut rng()), &[1.0, 1.0, 0.0]);
+        close(
+            &t.apply(&gray(1, 1, vec![255]), false, &mut rng()),
+            &[1.0, 1.0, 0.0],
+        );
         // RGB → gray: 0.2989·100 + 0.587·50 + 0.114·200 = 29.89 + 29.35 + 22.8 = 82.04.
-        let rgb = RawImage { width: 1, height: 1, channels: 3, pixels: vec![100, 50, 200] };
-        close(&identity(1, 1, Augment::None).apply(&rgb, false, &mut rng()), &[82.04]);
+        let rgb = RawImage {
+            width: 1,
+            height: 1,
+            channels: 3,
+            pixels: vec![100, 50, 200],
+        };
+        close(
+            &identity(1, 1, Augment::None).apply(&rgb, false, &mut rng()),
+            &[82.04],
+        );
         // RGB stays planar: HWC [r0 g0 b0 r1 g1 b1] → CHW [r0 r1 g0 g1 b0 b1].
-        let rgb = RawImage { width: 2, height: 1, channels: 3, pixels: vec![1, 2, 3, 4, 5, 6] };
+        let rgb = RawImage {
+            width: 2,
+            height: 1,
+            channels: 3,
+            pixels: vec![1, 2, 3, 4, 5, 6],
+        };
         let t = identity(1, 3, Augment::None);
-        let t = Transform::new(TransformConfig { size: 2, ..t.config().clone() }).unwrap();
+        let t = Transform::new(TransformConfig {
+            size: 2,
+            ..t.config().clone()
+        })
+        .unwrap();
         // 2×1 resized to shorter side 2 → 4×2, centre crop 2×2 from column 1: bilinear 2→4 gives
         // columns [a, .75a+.25b, .25a+.75b, b]; the crop keeps the middle two.
         let out = t.apply(&rgb, false, &mut rng());
-        close(&out, &[1.75, 3.25, 1.75, 3.25, 2.75, 4.25, 2.75, 4.25, 3.75, 5.25, 3.75, 5.25]);
+        close(
+            &out,
+            &[
+                1.75, 3.25, 1.75, 3.25, 2.75, 4.25, 2.75, 4.25, 3.75, 5.25, 3.75, 5.25,
+            ],
+        );
     }
 }
