@@ -109,23 +109,26 @@ pub fn parse_idx(bytes: &[u8], at: &str) -> Result<IdxArray> {
 /// Read and parse an IDX file, gunzipping it when its name ends in `.gz`.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
     let raw = std::fs::read(path).at(path)?;
-    let at = path.display().to_string();
-    let bytes = if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| {
-                error::input(
-                    format!("corrupt or truncated gzip stream: {e}"),
-                    &at,
-                    "re-download or reinstall the file",
-                )
-            })?;
-        out
-    } else {
-        raw
-    };
-    parse_idx(&bytes, &at)
+    let gzipped = path.extension().is_some_and(|e| e == "gz");
+    decode_idx(&raw, gzipped, &path.display().to_string())
+}
+
+/// Parse IDX bytes as stored, gunzipping them first when `gzipped`.
+fn decode_idx(raw: &[u8], gzipped: bool, at: &str) -> Result<IdxArray> {
+    if !gzipped {
+        return parse_idx(raw, at);
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(raw)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            error::input(
+                format!("corrupt or truncated gzip stream: {e}"),
+                at,
+                "re-download or reinstall the file",
+            )
+        })?;
+    parse_idx(&out, at)
 }
 
 /// `DIR/{prefix}-{kind}-ubyte.gz`, else the plain file, else `None`.
@@ -430,11 +433,7 @@ fn download_fashion_mnist(dir: &Path) -> std::result::Result<(), String> {
                 .limit(64 << 20)
                 .read_to_vec()
                 .map_err(|e| format!("{url}: {e}"))?;
-            let tmp = dir.join(format!(".{name}.check"));
-            crate::files::write_atomic(&tmp, &bytes).map_err(|e| e.to_string())?;
-            let parsed = read_idx(&tmp);
-            let _ = std::fs::remove_file(&tmp);
-            parsed.map_err(|e| format!("{url}: {e}"))?;
+            decode_idx(&bytes, true, &url).map_err(|e| e.to_string())?;
             crate::files::write_atomic(&path, &bytes).map_err(|e| e.to_string())?;
         }
     }

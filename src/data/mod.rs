@@ -72,9 +72,11 @@ pub mod loader;
 pub mod transform;
 
 /// Which half of a dataset: the images a student learns from, or the held-out ones it is scored on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Split {
     Train,
+    #[serde(alias = "val")]
     Test,
 }
 
@@ -361,6 +363,11 @@ mod tests {
         assert_eq!("Test".parse::<Split>().unwrap(), Split::Test);
         assert_eq!(Split::Test.to_string(), "test");
         assert!("dev".parse::<Split>().is_err());
+        assert_eq!(serde_json::to_string(&Split::Train).unwrap(), "\"train\"");
+        assert_eq!(
+            serde_json::from_str::<Split>("\"val\"").unwrap(),
+            Split::Test
+        );
     }
 
     /// 12 images: labels 0,0,0,0,0,0,0,0,1,1,1,2 (class 2 has a single image).
