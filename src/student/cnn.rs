@@ -1,0 +1,129 @@
+//! A small CNN for 28×28 / 32×32 gray or RGB images (ours, not from a paper): the default
+//! student, sized so candle trains it on a CPU in minutes.
+//!
+//! ```text
+//! features.0: conv 3×3 in→32  - BN - ReLU - max-pool 2   28 → 14
+//! features.1: conv 3×3 32→64  - BN - ReLU - max-pool 2   14 → 7
+//! features.2: conv 3×3 64→128 - BN - ReLU                 7 → 7
+//! global average pool → [B, 128] → fc: Linear(128, C + Q)
+//! ```
+//!
+//! Why this shape: candle's convolution backward is the cost of a CPU step, and it scales with
+//! H·W·C_in·C_out, so the channels double only after each halving of the resolution (each conv
+//! costs about the same). A global average pool instead of a flattening FC keeps the head the
+//! paper's single C + Q linear layer on a 128-d feature, makes the net independent of the image
+//! size (28, 32 or anything ≥ 4) and avoids a 6272×(C+Q) layer that overfits Fashion-MNIST.
+//! Each conv is `features.i.0`, its BN `features.i.1` (torchvision's `Conv2dNormActivation`).
+
+use candle_core::{Module, Tensor};
+use candle_nn::{BatchNormConfig, Linear, VarBuilder};
+
+use super::{pool, Act, ConvBnAct, ConvShape, Student};
+
+const WIDTHS: [usize; 3] = [32, 64, 128];
+
+#[derive(Clone, Debug)]
+pub struct SmallCnn {
+    convs: Vec<ConvBnAct>,
+    fc: Linear,
+}
+
+impl SmallCnn {
+    pub fn new(
+        in_channels: usize,
+        num_outputs: usize,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
+        let mut convs = Vec::with_capacity(WIDTHS.len());
+        let mut c_in = in_channels;
+        for (i, &c_out) in WIDTHS.iter().enumerate() {
+            let shape = ConvShape {
+                c_in,
+                c_out,
+                kernel: 3,
+                stride: 1,
+                groups: 1,
+            };
+            let vb = vb.pp("features").pp(i.to_string());
+            convs.push(ConvBnAct::new(
+                shape,
+                BatchNormConfig::default(),
+                Act::Relu,
+                vb,
+            )?);
+            c_in = c_out;
+        }
+        let fc = candle_nn::linear(c_in, num_outputs, vb.pp("fc"))?;
+        Ok(SmallCnn { convs, fc })
+    }
+}
+
+impl Student for SmallCnn {
+    fn features(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let mut xs = xs.clone();
+        let last = self.convs.len() - 1;
+        for (i, conv) in self.convs.iter().enumerate() {
+            xs = conv.forward_t(&xs, train)?;
+            if i < last {
+                xs = pool::max_pool2d(&xs, 2, 2, 0)?;
+            }
+        }
+        pool::adaptive_avg_pool_1x1(&xs)?.flatten_from(1)
+    }
+
+    fn head(&self, feats: &Tensor) -> candle_core::Result<Tensor> {
+        self.fc.forward(feats)
+    }
+
+    fn feature_dim(&self) -> usize {
+        WIDTHS[WIDTHS.len() - 1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{build_in_varmap, check_shape_and_gradients, trainable};
+    use super::super::{Arch, Stem, StudentSpec};
+
+    fn spec(in_channels: usize) -> StudentSpec {
+        StudentSpec {
+            arch: Arch::Cnn,
+            in_channels,
+            stem: Stem::Auto,
+        }
+    }
+
+    #[test]
+    fn shapes_and_gradients_gray_28_and_rgb_32() {
+        check_shape_and_gradients(&spec(1), 3, 28);
+        check_shape_and_gradients(&spec(3), 2, 32);
+        // odd side: the max-pools floor like PyTorch's (27 → 13 → 6)
+        check_shape_and_gradients(&spec(1), 2, 27);
+    }
+
+    #[test]
+    fn parameter_names_and_count() {
+        let (varmap, _) = build_in_varmap(&spec(1), 28, 10 + 50);
+        let vars = trainable(&varmap);
+        let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "fc.bias",
+                "fc.weight",
+                "features.0.0.weight",
+                "features.0.1.bias",
+                "features.0.1.weight",
+                "features.1.0.weight",
+                "features.1.1.bias",
+                "features.1.1.weight",
+                "features.2.0.weight",
+                "features.2.1.bias",
+                "features.2.1.weight",
+            ]
+        );
+        let n: usize = vars.iter().map(|(_, v)| v.as_tensor().elem_count()).sum();
+        // convs 1·32·9 + 32·64·9 + 64·128·9, BN 2·(32+64+128), head 128·60 + 60
+        assert_eq!(n, 288 + 18_432 + 73_728 + 448 + 7_680 + 60);
+    }
+}
