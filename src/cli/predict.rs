@@ -39,7 +39,7 @@ pub fn run(args: Args) -> Result<()> {
     let transform = Transform::new(cfg.transform.clone())?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     for path in &args.images {
-        let img = makd::data::decode_image_file(path)?;
+        let img = makd::data::imagefolder::decode_file(path)?;
         let x = transform.apply(&img, false, &mut rng);
         let xs = candle_core::Tensor::from_vec(x, (1, cfg.transform.channels, cfg.transform.size, cfg.transform.size), &dev)?;
         let row = model.student.forward(&xs, false)?.squeeze(0)?.to_vec1::<f32>()?;

@@ -193,11 +193,11 @@ pub fn open_datasets(cfg: &TrainConfig) -> Result<Datasets> {
     let full_test = data::open(&cfg.data.dataset, Split::Test)?;
     let seed = cfg.train.seed;
     let train: Arc<dyn Dataset> = match cfg.data.train_limit {
-        Some(n) if n < full_train.len() => Arc::new(Subset::stratified(full_train.clone(), n, seed)?),
+        Some(n) if n < full_train.len() => Arc::new(Subset::stratified(full_train.clone(), n, seed)),
         _ => full_train.clone(),
     };
     let test: Arc<dyn Dataset> = match cfg.data.test_limit {
-        Some(n) if n < full_test.len() => Arc::new(Subset::stratified(full_test, n, seed)?),
+        Some(n) if n < full_test.len() => Arc::new(Subset::stratified(full_test, n, seed)),
         _ => full_test,
     };
     if train.classes() != test.classes() {

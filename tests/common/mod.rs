@@ -1,0 +1,52 @@
+//! Helpers shared by the integration tests: run the `makd` binary like a user does.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn makd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_makd"));
+    c.current_dir(repo());
+    c
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Run and require success; the panic message carries stderr.
+pub fn ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn makd");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Run and require failure with exit code 2 (a user error); returns stderr.
+pub fn user_error(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("spawn makd");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{cmd:?}: expected exit 2, got {:?}\nstderr:\n{err}", out.status.code());
+    assert!(!err.contains("panicked"), "panic instead of an error:\n{err}");
+    assert!(err.contains("hint:"), "error without a hint:\n{err}");
+    err
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+pub fn fashion_mnist_installed() -> bool {
+    Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists()
+}
+
+/// Fashion-MNIST is installed by scripts/test; a test that needs it fails loudly without it.
+pub fn require_fashion_mnist() {
+    assert!(fashion_mnist_installed(), "Fashion-MNIST is missing: run scripts/test (it installs dataset-fashion-mnist)");
+}
