@@ -597,6 +597,56 @@ mod tests {
     }
 
     #[test]
+    fn fashion_mnist_example_aspects_and_table() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/fashion-mnist");
+        let a = AspectSet::load(&dir.join("aspects.json")).unwrap();
+        assert_eq!(a.len(), 50);
+        assert_eq!(a.classes.len(), 10);
+        assert_eq!(a.classes[0], "T-shirt/top");
+        assert_eq!(a.classes[9], "Ankle boot");
+        assert_eq!(a.questions[49].id, "q50");
+        // The file is exactly what AspectSet::new + save writes.
+        let rebuilt =
+            AspectSet::new(a.classes.clone(), a.questions.clone(), a.provenance.clone()).unwrap();
+        assert_eq!(rebuilt, a);
+        let mut bytes = serde_json::to_vec_pretty(&rebuilt).unwrap();
+        bytes.push(b'\n');
+        assert_eq!(bytes, std::fs::read(dir.join("aspects.json")).unwrap());
+
+        let t = TableTeacher::load(&dir.join("aspect_table.csv"), &a).unwrap();
+        let rows: Vec<Vec<f32>> = a
+            .classes
+            .iter()
+            .map(|c| {
+                t.score(Subject::Class(c), &a.questions)
+                    .unwrap()
+                    .iter()
+                    .map(|s| {
+                        assert_eq!(s.status, Status::Ok, "{c}: every cell is filled");
+                        s.p_yes
+                    })
+                    .collect()
+            })
+            .collect();
+        // Spot checks: q01 sleeves, q02 worn on the feet, q35 carries belongings.
+        assert_eq!(rows[0][0], 0.85);
+        assert_eq!(rows[1][0], 0.0);
+        assert_eq!(rows[5][1], 1.0);
+        assert_eq!(rows[8][34], 1.0);
+        // Every pair of classes differs clearly somewhere (L1 distance over the 50 answers).
+        for i in 0..10 {
+            for j in i + 1..10 {
+                let d: f32 = rows[i]
+                    .iter()
+                    .zip(&rows[j])
+                    .map(|(x, y)| (x - y).abs())
+                    .sum();
+                assert!(d > 2.0, "{} vs {}: {d}", a.classes[i], a.classes[j]);
+            }
+        }
+    }
+
+    #[test]
     fn csv_cells_split_with_quotes() {
         assert_eq!(
             split_csv("a,\"b,c\",\"d\"\"e\",").unwrap(),
