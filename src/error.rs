@@ -18,12 +18,9 @@ pub enum Error {
     },
 
     /// An I/O failure on a named path.
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    // The io::Error is part of the message, not a `source`, so it is printed once.
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
 
     /// A remote server (LLM endpoint) failed in a way retries cannot heal.
     #[error("{endpoint}: {what}\nhint: {hint}")]
@@ -67,7 +64,7 @@ pub fn input(what: impl Into<String>, at: impl Into<String>, hint: impl Into<Str
 pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Error {
     Error::Io {
         path: path.as_ref().display().to_string(),
-        source,
+        error: source,
     }
 }
 

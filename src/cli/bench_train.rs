@@ -40,22 +40,38 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut cfg = TrainConfig::default();
-    cfg.model = StudentSpec { arch: a.model, in_channels: a.channels, stem: Stem::Auto };
+    let mut cfg = TrainConfig {
+        model: StudentSpec {
+            arch: a.model,
+            in_channels: a.channels,
+            stem: Stem::Auto,
+        },
+        ..Default::default()
+    };
     cfg.transform.size = a.size;
     cfg.transform.channels = a.channels;
     let dev = trainer::device()?;
     let model = Model::build(&cfg, a.classes, a.aspects, &dev)?;
     let mut opt = Optimizer::new(OptimConfig::default(), model.trainable());
     let xs = Tensor::randn(0f32, 1.0, (a.batch, a.channels, a.size, a.size), &dev)?;
-    let ys = Tensor::from_vec((0..a.batch as u32).map(|i| i % a.classes as u32).collect::<Vec<_>>(), a.batch, &dev)?;
+    let ys = Tensor::from_vec(
+        (0..a.batch as u32)
+            .map(|i| i % a.classes as u32)
+            .collect::<Vec<_>>(),
+        a.batch,
+        &dev,
+    )?;
     let targets = Tensor::rand(0f32, 1.0, (a.batch, a.aspects), &dev)?;
     let mask = Tensor::ones((a.batch, a.aspects), DType::F32, &dev)?;
     let step = |opt: &mut Optimizer| -> Result<()> {
         let logits = model.student.forward(&xs, true)?;
         let mut total = loss::cross_entropy(&logits.narrow(1, 0, a.classes)?, &ys, 0.0)?;
         if a.aspects > 0 {
-            let bce = loss::soft_bce_with_logits(&logits.narrow(1, a.classes, a.aspects)?, &targets, &mask)?;
+            let bce = loss::soft_bce_with_logits(
+                &logits.narrow(1, a.classes, a.aspects)?,
+                &targets,
+                &mask,
+            )?;
             total = (total + (bce * 4.0)?)?;
         }
         let grads = total.backward()?;
@@ -75,7 +91,9 @@ pub fn run(a: Args) -> Result<()> {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let ips = a.batch as f64 / median;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let rss = peak_rss_mb();
     if a.json {
         println!(
@@ -87,7 +105,16 @@ pub fn run(a: Args) -> Result<()> {
             })
         );
     } else {
-        println!("{} batch {} {}px: {:.1} ms/step, {:.1} images/s (median of {}), peak RSS {:.0} MB", a.model, a.batch, a.size, median * 1e3, ips, a.steps, rss.unwrap_or(f64::NAN));
+        println!(
+            "{} batch {} {}px: {:.1} ms/step, {:.1} images/s (median of {}), peak RSS {:.0} MB",
+            a.model,
+            a.batch,
+            a.size,
+            median * 1e3,
+            ips,
+            a.steps,
+            rss.unwrap_or(f64::NAN)
+        );
     }
     Ok(())
 }

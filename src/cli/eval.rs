@@ -29,13 +29,14 @@ pub fn run(args: Args) -> Result<()> {
     let cfg = run_dir.load_config()?;
     let ds = trainer::open_datasets(&cfg)?;
     let dev = trainer::device()?;
-    let ckpt_dir = checkpoint::existing(&run_dir.checkpoint(&args.checkpoint)).ok_or_else(|| {
-        makd::error::input(
-            format!("no {} checkpoint", args.checkpoint),
-            run_dir.root.display().to_string(),
-            "train first (makd train), or pass --checkpoint last",
-        )
-    })?;
+    let ckpt_dir =
+        checkpoint::existing(&run_dir.checkpoint(&args.checkpoint)).ok_or_else(|| {
+            makd::error::input(
+                format!("no {} checkpoint", args.checkpoint),
+                run_dir.root.display().to_string(),
+                "train first (makd train), or pass --checkpoint last",
+            )
+        })?;
     let info = run_dir.load_model_info()?;
     let q = info.num_aspects;
     let mut model = Model::build(&cfg, info.classes.len(), q, &dev)?;
@@ -44,13 +45,26 @@ pub fn run(args: Args) -> Result<()> {
     let targets = match &scores {
         Some(p) if q > 0 => {
             let full_test = makd::data::open(&cfg.data.dataset, makd::data::Split::Test)?;
-            let (store, _) = trainer::open_store(p, cfg.aspects.aspects.as_deref(), full_test.as_ref())?;
-            Some(Targets::from_store(&store, ds.test.as_ref(), &p.display().to_string())?)
+            let (store, _) =
+                trainer::open_store(p, cfg.aspects.aspects.as_deref(), full_test.as_ref())?;
+            Some(Targets::from_store(
+                &store,
+                ds.test.as_ref(),
+                &p.display().to_string(),
+            )?)
         }
         _ => None,
     };
     let transform = Arc::new(Transform::new(cfg.transform.clone())?);
-    let r = trainer::evaluate(&model, ds.test.clone(), &transform, cfg.train.eval_batch_size, cfg.data.workers, targets.as_ref(), false)?;
+    let r = trainer::evaluate(
+        &model,
+        ds.test.clone(),
+        &transform,
+        cfg.train.eval_batch_size,
+        cfg.data.workers,
+        targets.as_ref(),
+        false,
+    )?;
     if args.json {
         let v = serde_json::json!({
             "checkpoint": ckpt_dir, "images": r.images, "test_loss": r.loss, "test_top1": r.top1, "test_top5": r.top5,
@@ -58,9 +72,17 @@ pub fn run(args: Args) -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("{} images: top-1 {:.2}%  top-5 {:.2}%  loss {:.4}", r.images, r.top1, r.top5, r.loss);
+        println!(
+            "{} images: top-1 {:.2}%  top-5 {:.2}%  loss {:.4}",
+            r.images, r.top1, r.top5, r.loss
+        );
         if let Some(a) = &r.aspects {
-            println!("aspects vs teacher: BCE {:.4}  AUC {}  agreement {:.1}%", a.bce, a.auc.map_or("n/a".into(), |v| format!("{v:.3}")), 100.0 * a.agreement);
+            println!(
+                "aspects vs teacher: BCE {:.4}  AUC {}  agreement {:.1}%",
+                a.bce,
+                a.auc.map_or("n/a".into(), |v| format!("{v:.3}")),
+                100.0 * a.agreement
+            );
         }
     }
     Ok(())

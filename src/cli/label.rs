@@ -170,18 +170,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Open `--dataset SPEC --split SPLIT`.
-// Waiting on the data module (another branch): once `makd::data::{DatasetSpec, Split, open}`
-// exist this is
-// `Ok(makd::data::open(&spec.parse::<makd::data::DatasetSpec>()?, split.parse::<makd::data::Split>()?)?)`.
 fn open_dataset(spec: &str, split: &str) -> anyhow::Result<Arc<dyn Dataset>> {
-    Err(makd::error::input(
-        format!(
-            "cannot open dataset {spec:?} (split {split}): dataset loading is not wired in yet"
-        ),
-        "--dataset",
-        "this build has no dataset loaders yet",
-    )
-    .into())
+    let spec: makd::data::DatasetSpec = spec.parse()?;
+    let split: makd::data::Split = split.parse()?;
+    Ok(makd::data::open(&spec, split)?)
 }
 
 #[cfg(test)]

@@ -31,8 +31,14 @@ pub fn run(args: Args) -> Result<()> {
     let cfg = run_dir.load_config()?;
     let info = run_dir.load_model_info()?;
     let dev = trainer::device()?;
-    let ckpt_dir = checkpoint::existing(&run_dir.checkpoint(&args.checkpoint))
-        .ok_or_else(|| makd::error::input(format!("no {} checkpoint", args.checkpoint), run_dir.root.display().to_string(), "train first"))?;
+    let ckpt_dir =
+        checkpoint::existing(&run_dir.checkpoint(&args.checkpoint)).ok_or_else(|| {
+            makd::error::input(
+                format!("no {} checkpoint", args.checkpoint),
+                run_dir.root.display().to_string(),
+                "train first",
+            )
+        })?;
     let c = info.classes.len();
     let mut model = Model::build(&cfg, c, info.num_aspects, &dev)?;
     checkpoint::load_model(&ckpt_dir, &mut model.varmap)?;
@@ -41,13 +47,30 @@ pub fn run(args: Args) -> Result<()> {
     for path in &args.images {
         let img = makd::data::imagefolder::decode_file(path)?;
         let x = transform.apply(&img, false, &mut rng);
-        let xs = candle_core::Tensor::from_vec(x, (1, cfg.transform.channels, cfg.transform.size, cfg.transform.size), &dev)?;
-        let row = model.student.forward(&xs, false)?.squeeze(0)?.to_vec1::<f32>()?;
+        let xs = candle_core::Tensor::from_vec(
+            x,
+            (
+                1,
+                cfg.transform.channels,
+                cfg.transform.size,
+                cfg.transform.size,
+            ),
+            &dev,
+        )?;
+        let row = model
+            .student
+            .forward(&xs, false)?
+            .squeeze(0)?
+            .to_vec1::<f32>()?;
         let (probs, aspects) = trainer::split_outputs(&row, c)?;
         let mut order: Vec<usize> = (0..c).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
         if args.json {
-            let classes: Vec<_> = order.iter().take(args.top).map(|&k| serde_json::json!({"class": info.classes[k], "p": probs[k]})).collect();
+            let classes: Vec<_> = order
+                .iter()
+                .take(args.top)
+                .map(|&k| serde_json::json!({"class": info.classes[k], "p": probs[k]}))
+                .collect();
             let asp: Vec<_> = aspects
                 .iter()
                 .enumerate()
@@ -56,14 +79,20 @@ pub fn run(args: Args) -> Result<()> {
                     serde_json::json!({"id": q.map(|q| q.id.clone()), "question": q.map(|q| q.text.clone()), "p_yes": p})
                 })
                 .collect();
-            println!("{}", serde_json::json!({"image": path, "classes": classes, "aspects": asp}));
+            println!(
+                "{}",
+                serde_json::json!({"image": path, "classes": classes, "aspects": asp})
+            );
         } else {
             println!("{}", path.display());
             for &k in order.iter().take(args.top) {
                 println!("  {:>6.2}%  {}", 100.0 * probs[k], info.classes[k]);
             }
             for (j, p) in aspects.iter().enumerate() {
-                let text = info.questions.get(j).map_or(String::new(), |q| format!("{} {}", q.id, q.text));
+                let text = info
+                    .questions
+                    .get(j)
+                    .map_or(String::new(), |q| format!("{} {}", q.id, q.text));
                 let answer = if *p > 0.5 { "yes" } else { "no " };
                 println!("  {answer} {:.2}  {text}", p);
             }

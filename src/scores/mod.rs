@@ -244,6 +244,13 @@ pub struct ScoreStore {
 impl ScoreStore {
     /// Read `manifest.json` and `scores.safetensors` and validate every pair.
     pub fn open(dir: &Path) -> Result<Self> {
+        if !dir.join(MANIFEST_FILE).exists() {
+            return Err(input(
+                format!("no score store here ({MANIFEST_FILE} is missing)"),
+                dir.display().to_string(),
+                "make one with `makd label ... --out DIR`, or fix the path (aspects.scores)",
+            ));
+        }
         let manifest = read_manifest(dir)?;
         let path = dir.join(MATRIX_FILE);
         if !path.exists() {

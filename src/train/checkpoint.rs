@@ -36,7 +36,9 @@ pub fn save(dir: &Path, varmap: &VarMap, opt: &Optimizer, state: &State) -> Resu
     candle_core::safetensors::save(&opt.state_tensors(), tmp.join("optimizer.safetensors"))?;
     files::write_json_atomic(&tmp.join("state.json"), state)?;
     for f in ["model.safetensors", "optimizer.safetensors"] {
-        std::fs::File::open(tmp.join(f)).and_then(|f| f.sync_all()).at(tmp.join(f))?;
+        std::fs::File::open(tmp.join(f))
+            .and_then(|f| f.sync_all())
+            .at(tmp.join(f))?;
     }
     if dir.exists() {
         if old.exists() {
@@ -64,12 +66,24 @@ pub fn existing(dir: &Path) -> Option<PathBuf> {
 pub fn load_model(dir: &Path, varmap: &mut VarMap) -> Result<State> {
     let model = dir.join("model.safetensors");
     varmap.load(&model).map_err(|e| {
-        input(format!("cannot load weights: {e}"), model.display().to_string(), "the checkpoint does not match the model in config.toml")
+        input(
+            format!("cannot load weights: {e}"),
+            model.display().to_string(),
+            "the checkpoint does not match the model in config.toml",
+        )
     })?;
-    files::read_json(&dir.join("state.json"), "state.json is written by makd train")
+    files::read_json(
+        &dir.join("state.json"),
+        "state.json is written by makd train",
+    )
 }
 
-pub fn load_optimizer(dir: &Path, opt: &mut Optimizer, step: u64, device: &candle_core::Device) -> Result<()> {
+pub fn load_optimizer(
+    dir: &Path,
+    opt: &mut Optimizer,
+    step: u64,
+    device: &candle_core::Device,
+) -> Result<()> {
     let path = dir.join("optimizer.safetensors");
     let tensors = candle_core::safetensors::load(&path, device)?;
     opt.load_state(tensors, step);
@@ -77,6 +91,9 @@ pub fn load_optimizer(dir: &Path, opt: &mut Optimizer, step: u64, device: &candl
 }
 
 fn with_suffix(dir: &Path, suffix: &str) -> PathBuf {
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     dir.with_file_name(format!("{name}.{suffix}"))
 }

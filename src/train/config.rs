@@ -71,7 +71,12 @@ pub struct AspectsConfig {
 
 impl Default for AspectsConfig {
     fn default() -> Self {
-        AspectsConfig { scores: None, aspects: None, test_scores: None, alpha: 4.0 }
+        AspectsConfig {
+            scores: None,
+            aspects: None,
+            test_scores: None,
+            alpha: 4.0,
+        }
     }
 }
 
@@ -90,7 +95,13 @@ pub struct LoopConfig {
 
 impl Default for LoopConfig {
     fn default() -> Self {
-        LoopConfig { epochs: 240, batch_size: 16, eval_batch_size: 256, seed: 0, label_smoothing: 0.0 }
+        LoopConfig {
+            epochs: 240,
+            batch_size: 16,
+            eval_batch_size: 256,
+            seed: 0,
+            label_smoothing: 0.0,
+        }
     }
 }
 
@@ -103,7 +114,11 @@ impl TrainConfig {
         let text = std::fs::read_to_string(path).at(path)?;
         let at = path.display().to_string();
         let mut value: toml::Table = toml::from_str(&text).map_err(|e| {
-            input(format!("invalid TOML: {}", e.message()), toml_at(&at, &text, e.span()), "check the syntax")
+            input(
+                format!("invalid TOML: {}", e.message()),
+                toml_at(&at, &text, e.span()),
+                "check the syntax",
+            )
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         resolve_paths(&mut value, &base);
@@ -121,9 +136,16 @@ impl TrainConfig {
     }
 
     fn from_table(value: toml::Table, at: &str) -> Result<TrainConfig> {
-        let cfg: TrainConfig = toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| {
-            input(e.message().to_string(), at, "see the config reference in the README; unknown keys are errors")
-        })?;
+        let cfg: TrainConfig =
+            toml::Value::Table(value)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    input(
+                        e.message().to_string(),
+                        at,
+                        "see the config reference in the README; unknown keys are errors",
+                    )
+                })?;
         cfg.validate(at)?;
         Ok(cfg)
     }
@@ -131,19 +153,39 @@ impl TrainConfig {
     pub fn validate(&self, at: &str) -> Result<()> {
         let t = &self.train;
         if t.epochs == 0 || t.batch_size == 0 || t.eval_batch_size == 0 {
-            return Err(input("train.epochs, train.batch_size and train.eval_batch_size must be > 0", at, "set them to positive integers"));
+            return Err(input(
+                "train.epochs, train.batch_size and train.eval_batch_size must be > 0",
+                at,
+                "set them to positive integers",
+            ));
         }
         if !(self.optim.lr > 0.0 && self.optim.lr.is_finite()) {
-            return Err(input(format!("optim.lr = {} must be a positive number", self.optim.lr), at, "the paper uses 0.01 with SGD"));
+            return Err(input(
+                format!("optim.lr = {} must be a positive number", self.optim.lr),
+                at,
+                "the paper uses 0.01 with SGD",
+            ));
         }
         if !(self.aspects.alpha >= 0.0 && self.aspects.alpha.is_finite()) {
-            return Err(input(format!("aspects.alpha = {} must be ≥ 0", self.aspects.alpha), at, "the paper uses 4.0"));
+            return Err(input(
+                format!("aspects.alpha = {} must be ≥ 0", self.aspects.alpha),
+                at,
+                "the paper uses 4.0",
+            ));
         }
         if !(0.0..1.0).contains(&t.label_smoothing) {
-            return Err(input("train.label_smoothing must be in [0, 1)", at, "0 disables it"));
+            return Err(input(
+                "train.label_smoothing must be in [0, 1)",
+                at,
+                "0 disables it",
+            ));
         }
         if self.data.workers == 0 {
-            return Err(input("data.workers must be ≥ 1", at, "use 2 on a 2-core machine"));
+            return Err(input(
+                "data.workers must be ≥ 1",
+                at,
+                "use 2 on a 2-core machine",
+            ));
         }
         self.transform.validate()?;
         Ok(())
@@ -193,7 +235,11 @@ fn absolutize(p: &str, base: &Path) -> String {
 fn apply_sets(table: &mut toml::Table, sets: &[String], cwd: &Path) -> Result<()> {
     for set in sets {
         let Some((key, raw)) = set.split_once('=') else {
-            return Err(input(format!("--set {set:?} is not key=value"), "--set", "e.g. --set train.epochs=5"));
+            return Err(input(
+                format!("--set {set:?} is not key=value"),
+                "--set",
+                "e.g. --set train.epochs=5",
+            ));
         };
         let key = key.trim();
         let mut value = parse_value(raw.trim());
@@ -209,10 +255,18 @@ fn apply_sets(table: &mut toml::Table, sets: &[String], cwd: &Path) -> Result<()
         let parts: Vec<&str> = key.split('.').collect();
         let mut cur = &mut *table;
         for part in &parts[..parts.len() - 1] {
-            let entry = cur.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry = cur
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             cur = match entry {
                 toml::Value::Table(t) => t,
-                _ => return Err(input(format!("--set {key}: {part} is not a section"), "--set", "use section.key=value")),
+                _ => {
+                    return Err(input(
+                        format!("--set {key}: {part} is not a section"),
+                        "--set",
+                        "use section.key=value",
+                    ))
+                }
             };
         }
         cur.insert(parts[parts.len() - 1].to_string(), value);
@@ -223,7 +277,9 @@ fn apply_sets(table: &mut toml::Table, sets: &[String], cwd: &Path) -> Result<()
 fn parse_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&doc) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
 }
@@ -246,10 +302,17 @@ mod tests {
 
     #[test]
     fn sets_override_and_unknown_keys_fail() {
-        let c = TrainConfig::from_sets(&["train.epochs=3".into(), "optim.kind=\"adamw\"".into(), "optim.lr=1e-3".into()]).unwrap();
+        let c = TrainConfig::from_sets(&[
+            "train.epochs=3".into(),
+            "optim.kind=\"adamw\"".into(),
+            "optim.lr=1e-3".into(),
+        ])
+        .unwrap();
         assert_eq!(c.train.epochs, 3);
         assert_eq!(c.optim.kind, crate::train::optim::OptimKind::Adamw);
-        let err = TrainConfig::from_sets(&["train.epoch=3".into()]).unwrap_err().to_string();
+        let err = TrainConfig::from_sets(&["train.epoch=3".into()])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `epoch`"), "{err}");
         assert!(TrainConfig::from_sets(&["nonsense".into()]).is_err());
     }
@@ -265,6 +328,9 @@ mod tests {
         let err = TrainConfig::load(&path, &[]).unwrap_err().to_string();
         assert!(err.contains("bogus") && err.contains("c.toml"), "{err}");
         std::fs::write(&path, "[train\n").unwrap();
-        assert!(TrainConfig::load(&path, &[]).unwrap_err().to_string().contains("c.toml:1"));
+        assert!(TrainConfig::load(&path, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("c.toml:1"));
     }
 }

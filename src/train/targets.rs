@@ -20,8 +20,13 @@ impl Targets {
     /// training on them silently without targets would weaken the method unnoticed.
     pub fn from_store(store: &ScoreStore, ds: &dyn Dataset, at: &str) -> Result<Targets> {
         let q = store.num_questions();
-        let row_of: HashMap<&str, usize> =
-            store.manifest.image_ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+        let row_of: HashMap<&str, usize> = store
+            .manifest
+            .image_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect();
         let mut p_yes = vec![0f32; ds.len() * q];
         let mut mask = vec![0f32; ds.len() * q];
         for i in 0..ds.len() {
@@ -53,10 +58,16 @@ impl Targets {
             m.extend_from_slice(&self.mask[i * q..(i + 1) * q]);
         }
         let shape = (indices.len(), q);
-        Ok((Tensor::from_vec(t, shape, device)?, Tensor::from_vec(m, shape, device)?))
+        Ok((
+            Tensor::from_vec(t, shape, device)?,
+            Tensor::from_vec(m, shape, device)?,
+        ))
     }
 
     pub fn row(&self, i: usize) -> (&[f32], &[f32]) {
-        (&self.p_yes[i * self.q..(i + 1) * self.q], &self.mask[i * self.q..(i + 1) * self.q])
+        (
+            &self.p_yes[i * self.q..(i + 1) * self.q],
+            &self.mask[i * self.q..(i + 1) * self.q],
+        )
     }
 }

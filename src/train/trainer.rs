@@ -59,7 +59,11 @@ impl RunDir {
     pub fn load_config(&self) -> Result<TrainConfig> {
         let path = self.config();
         if !path.exists() {
-            return Err(input("not a run dir (no config.toml)", self.root.display().to_string(), "pass the --run-dir of a makd train run"));
+            return Err(input(
+                "not a run dir (no config.toml)",
+                self.root.display().to_string(),
+                "pass the --run-dir of a makd train run",
+            ));
         }
         TrainConfig::load(&path, &[])
     }
@@ -140,31 +144,56 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn build(cfg: &TrainConfig, num_classes: usize, num_aspects: usize, device: &Device) -> Result<Model> {
+    pub fn build(
+        cfg: &TrainConfig,
+        num_classes: usize,
+        num_aspects: usize,
+        device: &Device,
+    ) -> Result<Model> {
         if cfg.model.in_channels != cfg.transform.channels {
             return Err(input(
-                format!("model.in_channels = {} but transform.channels = {}", cfg.model.in_channels, cfg.transform.channels),
+                format!(
+                    "model.in_channels = {} but transform.channels = {}",
+                    cfg.model.in_channels, cfg.transform.channels
+                ),
                 "config",
                 "set both to 1 (gray) or both to 3 (RGB)",
             ));
         }
         let varmap = VarMap::new();
         let vb = seeded_var_builder(&varmap, cfg.train.seed, device);
-        let student = student::build(&cfg.model, cfg.transform.size, num_classes + num_aspects, vb)?;
-        Ok(Model { student, varmap, num_classes, num_aspects, device: device.clone() })
+        let student = student::build(
+            &cfg.model,
+            cfg.transform.size,
+            num_classes + num_aspects,
+            vb,
+        )?;
+        Ok(Model {
+            student,
+            varmap,
+            num_classes,
+            num_aspects,
+            device: device.clone(),
+        })
     }
 
     /// Trainable parameters by name (BatchNorm running statistics excluded).
     pub fn trainable(&self) -> Vec<(String, candle_core::Var)> {
         let data = self.varmap.data().lock().expect("varmap lock");
-        let mut v: Vec<_> =
-            data.iter().filter(|(n, _)| !student::is_running_stat(n)).map(|(n, v)| (n.clone(), v.clone())).collect();
+        let mut v: Vec<_> = data
+            .iter()
+            .filter(|(n, _)| !student::is_running_stat(n))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
 
     pub fn param_count(&self) -> usize {
-        self.trainable().iter().map(|(_, v)| v.as_tensor().elem_count()).sum()
+        self.trainable()
+            .iter()
+            .map(|(_, v)| v.as_tensor().elem_count())
+            .sum()
     }
 }
 
@@ -193,7 +222,9 @@ pub fn open_datasets(cfg: &TrainConfig) -> Result<Datasets> {
     let full_test = data::open(&cfg.data.dataset, Split::Test)?;
     let seed = cfg.train.seed;
     let train: Arc<dyn Dataset> = match cfg.data.train_limit {
-        Some(n) if n < full_train.len() => Arc::new(Subset::stratified(full_train.clone(), n, seed)),
+        Some(n) if n < full_train.len() => {
+            Arc::new(Subset::stratified(full_train.clone(), n, seed))
+        }
         _ => full_train.clone(),
     };
     let test: Arc<dyn Dataset> = match cfg.data.test_limit {
@@ -201,13 +232,25 @@ pub fn open_datasets(cfg: &TrainConfig) -> Result<Datasets> {
         _ => full_test,
     };
     if train.classes() != test.classes() {
-        return Err(input("train and test splits have different class lists", cfg.data.dataset.to_string(), "every class needs images in both splits"));
+        return Err(input(
+            "train and test splits have different class lists",
+            cfg.data.dataset.to_string(),
+            "every class needs images in both splits",
+        ));
     }
-    Ok(Datasets { full_train, train, test })
+    Ok(Datasets {
+        full_train,
+        train,
+        test,
+    })
 }
 
 /// Open a score store and check it against the dataset it must describe and the aspect set.
-pub fn open_store(path: &Path, aspects: Option<&Path>, ds: &dyn Dataset) -> Result<(ScoreStore, Option<AspectSet>)> {
+pub fn open_store(
+    path: &Path,
+    aspects: Option<&Path>,
+    ds: &dyn Dataset,
+) -> Result<(ScoreStore, Option<AspectSet>)> {
     let store = ScoreStore::open(path)?;
     let set = match aspects {
         Some(p) => {
@@ -223,7 +266,10 @@ pub fn open_store(path: &Path, aspects: Option<&Path>, ds: &dyn Dataset) -> Resu
         }
         None => None,
     };
-    let hash = set.as_ref().map(|s| s.hash.clone()).unwrap_or_else(|| store.manifest.aspect_hash.clone());
+    let hash = set
+        .as_ref()
+        .map(|s| s.hash.clone())
+        .unwrap_or_else(|| store.manifest.aspect_hash.clone());
     store.check(&ds.fingerprint(), &hash)?;
     Ok((store, set))
 }
@@ -237,17 +283,26 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
     let mut questions = Vec::new();
     let targets = match &cfg.aspects.scores {
         Some(p) => {
-            let (store, set) = open_store(p, cfg.aspects.aspects.as_deref(), ds.full_train.as_ref())?;
+            let (store, set) =
+                open_store(p, cfg.aspects.aspects.as_deref(), ds.full_train.as_ref())?;
             questions = match set {
                 Some(set) => set.questions,
                 None => store
                     .manifest
                     .question_ids
                     .iter()
-                    .map(|id| crate::aspects::Question { id: id.clone(), text: String::new(), kind: String::new() })
+                    .map(|id| crate::aspects::Question {
+                        id: id.clone(),
+                        text: String::new(),
+                        kind: String::new(),
+                    })
                     .collect(),
             };
-            Some(Targets::from_store(&store, ds.train.as_ref(), &at_scores(p))?)
+            Some(Targets::from_store(
+                &store,
+                ds.train.as_ref(),
+                &at_scores(p),
+            )?)
         }
         None => None,
     };
@@ -255,14 +310,22 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
         Some(p) => {
             let full_test = data::open(&cfg.data.dataset, Split::Test)?;
             let (store, _) = open_store(p, cfg.aspects.aspects.as_deref(), full_test.as_ref())?;
-            Some(Targets::from_store(&store, ds.test.as_ref(), &at_scores(p))?)
+            Some(Targets::from_store(
+                &store,
+                ds.test.as_ref(),
+                &at_scores(p),
+            )?)
         }
         None => None,
     };
     let q = targets.as_ref().map_or(0, |t| t.q);
     if let Some(tt) = &test_targets {
         if tt.q != q {
-            return Err(input("test score store has a different number of questions", "aspects.test_scores", "label both splits with the same aspects.json"));
+            return Err(input(
+                "test score store has a different number of questions",
+                "aspects.test_scores",
+                "label both splits with the same aspects.json",
+            ));
         }
     }
 
@@ -284,7 +347,12 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
     }
     std::fs::create_dir_all(&run_dir.root).at(&run_dir.root)?;
     files::write_atomic(&run_dir.config(), cfg.to_toml().as_bytes())?;
-    let info = ModelInfo { arch: cfg.model.arch.to_string(), classes: ds.train.classes().to_vec(), num_aspects: q, questions };
+    let info = ModelInfo {
+        arch: cfg.model.arch.to_string(),
+        classes: ds.train.classes().to_vec(),
+        num_aspects: q,
+        questions,
+    };
     files::write_json_atomic(&run_dir.model_info(), &info)?;
 
     let mut model = Model::build(cfg, c, q, &dev)?;
@@ -294,8 +362,16 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
     if let Some(dir) = &resume_from {
         state = checkpoint::load_model(dir, &mut model.varmap)?;
         checkpoint::load_optimizer(dir, &mut opt, state.step, &dev)?;
-        history = read_metrics(&run_dir.metrics())?.into_iter().filter(|m| m.epoch <= state.epoch).collect();
-        progress::log(format!("resuming {} after epoch {}/{}", run_dir.root.display(), state.epoch, cfg.train.epochs));
+        history = read_metrics(&run_dir.metrics())?
+            .into_iter()
+            .filter(|m| m.epoch <= state.epoch)
+            .collect();
+        progress::log(format!(
+            "resuming {} after epoch {}/{}",
+            run_dir.root.display(),
+            state.epoch,
+            cfg.train.epochs
+        ));
     }
     let params = model.param_count();
     progress::log(format!(
@@ -311,7 +387,10 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
     for epoch in state.epoch..cfg.train.epochs {
         let t0 = Instant::now();
         let mut order: Vec<usize> = (0..ds.train.len()).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(cfg.train.seed, epoch as u64)));
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(
+            cfg.train.seed,
+            epoch as u64,
+        )));
         let iter = batches(
             ds.train.clone(),
             order,
@@ -322,12 +401,21 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
             cfg.data.workers,
             4,
         );
-        let pb = progress::bar(steps_per_epoch as u64, &format!("epoch {}/{}", epoch + 1, cfg.train.epochs), "steps");
-        let (mut sum_loss, mut sum_ce, mut sum_bce, mut correct, mut seen) = (0.0, 0.0, 0.0, 0usize, 0usize);
+        let pb = progress::bar(
+            steps_per_epoch as u64,
+            &format!("epoch {}/{}", epoch + 1, cfg.train.epochs),
+            "steps",
+        );
+        let (mut sum_loss, mut sum_ce, mut sum_bce, mut correct, mut seen) =
+            (0.0, 0.0, 0.0, 0usize, 0usize);
         let mut lr = opt.lr();
         for (i, batch) in iter.enumerate() {
             let batch = batch?;
-            lr = cfg.schedule.lr_at(cfg.optim.lr, epoch as f64 + i as f64 / steps_per_epoch as f64, cfg.train.epochs);
+            lr = cfg.schedule.lr_at(
+                cfg.optim.lr,
+                epoch as f64 + i as f64 / steps_per_epoch as f64,
+                cfg.train.epochs,
+            );
             opt.set_lr(lr);
             let xs = batch.images_tensor(&dev)?;
             let ys = batch.labels_tensor(&dev)?;
@@ -354,15 +442,30 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
             let n = batch.labels.len();
             sum_loss += loss_v as f64 * n as f64;
             sum_ce += ce.to_scalar::<f32>()? as f64 * n as f64;
-            let cl = class_logits.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let cl = class_logits
+                .to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             correct += topk_correct(&cl, c, &batch.labels, 1);
             seen += n;
-            pb.set_message(format!("loss {:.4} acc {:.1}%", sum_loss / seen as f64, 100.0 * correct as f64 / seen as f64));
+            pb.set_message(format!(
+                "loss {:.4} acc {:.1}%",
+                sum_loss / seen as f64,
+                100.0 * correct as f64 / seen as f64
+            ));
             pb.inc(1);
         }
         pb.finish_and_clear();
         let train_secs = t0.elapsed().as_secs_f64();
-        let eval = evaluate(&model, ds.test.clone(), &transform, cfg.train.eval_batch_size, cfg.data.workers, test_targets.as_ref(), false)?;
+        let eval = evaluate(
+            &model,
+            ds.test.clone(),
+            &transform,
+            cfg.train.eval_batch_size,
+            cfg.data.workers,
+            test_targets.as_ref(),
+            false,
+        )?;
         let secs = t0.elapsed().as_secs_f64();
         state.epoch = epoch + 1;
         state.step = opt.steps();
@@ -400,9 +503,20 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
         }
         last_eval = eval;
     }
-    if resume_from.is_some() && history.last().map(|m| m.epoch) == Some(cfg.train.epochs) && last_eval.images == 0 {
+    if resume_from.is_some()
+        && history.last().map(|m| m.epoch) == Some(cfg.train.epochs)
+        && last_eval.images == 0
+    {
         // Nothing left to train: report the finished run's final evaluation.
-        last_eval = evaluate(&model, ds.test.clone(), &transform, cfg.train.eval_batch_size, cfg.data.workers, test_targets.as_ref(), false)?;
+        last_eval = evaluate(
+            &model,
+            ds.test.clone(),
+            &transform,
+            cfg.train.eval_batch_size,
+            cfg.data.workers,
+            test_targets.as_ref(),
+            false,
+        )?;
     }
     let summary = Summary {
         arch: cfg.model.arch.to_string(),
@@ -436,7 +550,16 @@ pub fn evaluate(
 ) -> Result<EvalResult> {
     let (c, q) = (model.num_classes, model.num_aspects);
     let n = ds.len();
-    let iter = batches(ds, (0..n).collect(), batch_size, transform.clone(), false, 0, workers, 2);
+    let iter = batches(
+        ds,
+        (0..n).collect(),
+        batch_size,
+        transform.clone(),
+        false,
+        0,
+        workers,
+        2,
+    );
     let pb = progress::bar(n as u64, "eval", "images");
     let (mut loss_sum, mut top1, mut top5) = (0.0, 0usize, 0usize);
     let mut acc = targets.map(|_| AspectAccumulator::new(q));
@@ -447,7 +570,8 @@ pub fn evaluate(
         let logits = model.student.forward(&xs, false)?;
         let class_logits = logits.narrow(1, 0, c)?;
         let ys = batch.labels_tensor(&model.device)?;
-        loss_sum += loss::cross_entropy(&class_logits, &ys, 0.0)?.to_scalar::<f32>()? as f64 * batch.labels.len() as f64;
+        loss_sum += loss::cross_entropy(&class_logits, &ys, 0.0)?.to_scalar::<f32>()? as f64
+            * batch.labels.len() as f64;
         let cl = class_logits.flatten_all()?.to_vec1::<f32>()?;
         top1 += topk_correct(&cl, c, &batch.labels, 1);
         top5 += topk_correct(&cl, c, &batch.labels, 5.min(c));
@@ -497,7 +621,13 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| input(format!("bad metrics line: {e}"), format!("{}:{}", path.display(), i + 1), "metrics.jsonl is written by makd train"))
+            serde_json::from_str(l).map_err(|e| {
+                input(
+                    format!("bad metrics line: {e}"),
+                    format!("{}:{}", path.display(), i + 1),
+                    "metrics.jsonl is written by makd train",
+                )
+            })
         })
         .collect()
 }

@@ -32,14 +32,25 @@ pub fn ok(cmd: &mut Command) -> Output {
 pub fn user_error(cmd: &mut Command) -> String {
     let out = cmd.output().expect("spawn makd");
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(2), "{cmd:?}: expected exit 2, got {:?}\nstderr:\n{err}", out.status.code());
-    assert!(!err.contains("panicked"), "panic instead of an error:\n{err}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{cmd:?}: expected exit 2, got {:?}\nstderr:\n{err}",
+        out.status.code()
+    );
+    assert!(
+        !err.contains("panicked"),
+        "panic instead of an error:\n{err}"
+    );
     assert!(err.contains("hint:"), "error without a hint:\n{err}");
     err
 }
 
 pub fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 pub fn fashion_mnist_installed() -> bool {
@@ -48,5 +59,8 @@ pub fn fashion_mnist_installed() -> bool {
 
 /// Fashion-MNIST is installed by scripts/test; a test that needs it fails loudly without it.
 pub fn require_fashion_mnist() {
-    assert!(fashion_mnist_installed(), "Fashion-MNIST is missing: run scripts/test (it installs dataset-fashion-mnist)");
+    assert!(
+        fashion_mnist_installed(),
+        "Fashion-MNIST is missing: run scripts/test (it installs dataset-fashion-mnist)"
+    );
 }
