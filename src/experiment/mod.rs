@@ -1,1 +1,4 @@
 //! Experiments: variants × seeds with honest controls, and their aggregation.
+
+pub mod results;
+pub mod stats;
