@@ -11,7 +11,10 @@
 //! - every float is finite: JSON has no NaN, and serde_json would silently write `null` for one
 //!   and then refuse to read the file back. [`ExperimentResults::non_finite_fields`] finds them.
 
+use crate::error::{input, Result};
+use crate::files;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 /// Version of the `results.json` layout; bump on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
@@ -218,6 +221,23 @@ pub struct Embedding {
 }
 
 impl ExperimentResults {
+    /// Read a `results.json`, refusing other format versions.
+    pub fn read(path: &Path) -> Result<ExperimentResults> {
+        let hint = "pass the results.json that `makd experiment` wrote";
+        let r: ExperimentResults = files::read_json(path, hint)?;
+        if r.format_version != FORMAT_VERSION {
+            return Err(input(
+                format!(
+                    "results format version {} is not supported (this makd reads {FORMAT_VERSION})",
+                    r.format_version
+                ),
+                format!("{}: format_version", path.display()),
+                "rerun the experiment with this makd version",
+            ));
+        }
+        Ok(r)
+    }
+
     /// Paths (`variants[1].runs[0].test_top1`) of every NaN or infinite number, which JSON
     /// cannot hold. Empty when the results can be written and read back unchanged.
     pub fn non_finite_fields(&self) -> Vec<String> {
