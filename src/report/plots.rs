@@ -7,7 +7,7 @@
 //! any text (no titles, ticks or legends); the report says so in place of the missing labels.
 
 use crate::error::{Error, Result};
-use crate::experiment::results::ExperimentResults;
+use crate::experiment::results::{Embedding, ExperimentResults};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -111,7 +111,7 @@ pub fn render_all(r: &ExperimentResults, text: bool) -> Result<Vec<Plot>> {
     }
     if let Some(e) = &r.embedding {
         if !e.points.is_empty() {
-            out.push(embedding(r, t)?);
+            out.push(embedding(r, e, t)?);
         }
     }
     Ok(out)
@@ -717,10 +717,7 @@ fn examples(r: &ExperimentResults, t: Text) -> Result<Plot> {
     })
 }
 
-fn embedding(r: &ExperimentResults, t: Text) -> Result<Plot> {
-    let Some(e) = &r.embedding else {
-        unreachable!("render_all checks the embedding first")
-    };
+fn embedding(r: &ExperimentResults, e: &Embedding, t: Text) -> Result<Plot> {
     let nc = r
         .classes
         .len()
