@@ -18,7 +18,7 @@ ensure_rust() {
 
 # Fashion-MNIST from Debian's package (found by the idx loader at /usr/share/datasets/fashion-mnist).
 ensure_fashion_mnist() {
-    apt_install dataset-fashion-mnist
+    apt_install dataset-fashion-mnist fonts-dejavu-core
 }
 
 # Python packages for the real-server tests: llama.cpp's server (xllamacpp) and the gguf writer.
