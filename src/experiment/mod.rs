@@ -1,7 +1,4 @@
 //! Experiments: variants × seeds with honest controls, and their aggregation.
-<<<<<<< HEAD
-=======
 
 pub mod results;
 pub mod stats;
->>>>>>> h-report

@@ -1,6 +1,3 @@
-<<<<<<< HEAD
-//! Reports: results.json → report.md, report.html and plots/*.png.
-=======
 //! Reports: `results.json` → `report.md`, a self-contained `report.html` and `plots/*.png`.
 //!
 //! Everything is rendered from one [`ExperimentResults`] value, and that same value is written
@@ -231,4 +228,3 @@ pub(crate) mod fixture;
 
 #[cfg(test)]
 mod tests;
->>>>>>> h-report
