@@ -155,7 +155,7 @@ fn render(
 ) -> Result<Vec<u8>> {
     let fail = |what: String| Error::Io {
         path: format!("plots/{file}"),
-        source: std::io::Error::other(what),
+        error: std::io::Error::other(what),
     };
     let mut buf = vec![255u8; w as usize * h as usize * 3];
     {
