@@ -8,6 +8,7 @@ use crate::data::transform::TransformConfig;
 use crate::data::DatasetSpec;
 use crate::error::{input, IoContext, Result};
 use crate::student::StudentSpec;
+use crate::train::kd::KdConfig;
 use crate::train::optim::OptimConfig;
 use crate::train::schedule::ScheduleConfig;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,8 @@ pub struct TrainConfig {
     pub schedule: ScheduleConfig,
     #[serde(default)]
     pub train: LoopConfig,
+    #[serde(default)]
+    pub kd: KdConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -106,7 +109,12 @@ impl Default for LoopConfig {
 }
 
 /// Config keys holding paths (resolved against the config file's directory).
-const PATH_KEYS: [&str; 3] = ["aspects.scores", "aspects.aspects", "aspects.test_scores"];
+const PATH_KEYS: [&str; 4] = [
+    "aspects.scores",
+    "aspects.aspects",
+    "aspects.test_scores",
+    "kd.logits",
+];
 
 impl TrainConfig {
     /// Read `path`, apply `--set key=value` overrides, resolve paths, validate.
@@ -185,6 +193,15 @@ impl TrainConfig {
                 "data.workers must be ≥ 1",
                 at,
                 "use 2 on a 2-core machine",
+            ));
+        }
+        let kd = &self.kd;
+        if !(kd.temperature > 0.0 && kd.weight >= 0.0 && kd.dkd_alpha >= 0.0 && kd.dkd_beta >= 0.0)
+        {
+            return Err(input(
+                "kd.temperature must be > 0 and kd weights ≥ 0",
+                at,
+                "Hinton's default: temperature 4, weight 1",
             ));
         }
         self.transform.validate()?;

@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod init;
+pub mod kd;
 pub mod loss;
 pub mod metrics;
 pub mod optim;

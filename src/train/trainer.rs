@@ -13,6 +13,7 @@ use crate::student::{self, Student};
 use crate::train::checkpoint::{self, State};
 use crate::train::config::TrainConfig;
 use crate::train::init::seeded_var_builder;
+use crate::train::kd::{KdMethod, TeacherLogits};
 use crate::train::loss;
 use crate::train::metrics::{topk_correct, AspectAccumulator, AspectMetrics};
 use crate::train::optim::Optimizer;
@@ -319,6 +320,23 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
         None => None,
     };
     let q = targets.as_ref().map_or(0, |t| t.q);
+    let teacher_logits = match &cfg.kd.logits {
+        Some(p) => Some(TeacherLogits::load(
+            p,
+            ds.full_train.as_ref(),
+            ds.train.as_ref(),
+        )?),
+        None => None,
+    };
+    if let Some(t) = &teacher_logits {
+        if t.c != c {
+            return Err(input(
+                format!("teacher logits have {} classes, the dataset {c}", t.c),
+                "kd.logits",
+                "use logits of a teacher trained on this dataset",
+            ));
+        }
+    }
     if let Some(tt) = &test_targets {
         if tt.q != q {
             return Err(input(
@@ -423,6 +441,22 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
             let class_logits = logits.narrow(1, 0, c)?;
             let ce = loss::cross_entropy(&class_logits, &ys, cfg.train.label_smoothing)?;
             let mut total = ce.clone();
+            if let Some(t) = &teacher_logits {
+                let tl = t.batch(&batch.indices, &dev)?;
+                let k = &cfg.kd;
+                let term = match k.method {
+                    KdMethod::Kd => loss::kd_kl(&class_logits, &tl, k.temperature)?,
+                    KdMethod::Dkd => loss::dkd(
+                        &class_logits,
+                        &tl,
+                        &ys,
+                        k.dkd_alpha,
+                        k.dkd_beta,
+                        k.temperature,
+                    )?,
+                };
+                total = (total + (term * k.weight)?)?;
+            }
             if let Some(t) = &targets {
                 let (p_yes, mask) = t.batch(&batch.indices, &dev)?;
                 let bce = loss::soft_bce_with_logits(&logits.narrow(1, c, q)?, &p_yes, &mask)?;
