@@ -113,7 +113,9 @@ mod tests {
 
     #[test]
     fn normalises_spellings() {
-        for s in ["Yes", " yes", "YES", "▁Yes", "ĠYes", "Yes.", " Yes,", "\nyes"] {
+        for s in [
+            "Yes", " yes", "YES", "▁Yes", "ĠYes", "Yes.", " Yes,", "\nyes",
+        ] {
             assert_eq!(normalize_token(s), "yes", "{s:?}");
         }
         assert_eq!(normalize_token("No"), "no");

@@ -1,0 +1,1 @@
+//! Aspect generation (being written).
