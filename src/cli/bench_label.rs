@@ -1,6 +1,309 @@
-#[derive(clap::Args, Debug)]
-pub struct Args {}
+//! `makd bench label`: labeling throughput three ways against the same server.
+//!
+//! (a) the paper's pattern as it behaves: sequential, one request per pair, the server's prompt
+//!     cache off (`cache_prompt: false`, llama.cpp), the answer generated until it ends (cap 8);
+//! (b) ours: the teacher as `makd label` drives it (1 token, subject-major order, prompt cache
+//!     on, endpoints × concurrency groups in flight);
+//! (c) the server's ceiling: the same 1-token requests fired with many in flight and no
+//!     bookkeeping.
+//! Prints pairs/s for each and the ratios (b)/(a) and (b)/(c).
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+use super::openai_args::OpenAiArgs;
+use makd::aspects::{AspectSet, Question};
+use makd::data::{RawImage, Sample};
+use makd::llm::logprobs;
+use makd::teacher::openai::OpenAiTeacher;
+use makd::teacher::{Mode, Status, Subject, Teacher};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    openai: Box<OpenAiArgs>,
+    /// Aspect set whose questions (and classes) are asked [default: 8 built-in questions].
+    #[arg(long)]
+    aspects: Option<std::path::PathBuf>,
+    /// `class` (text-only: one prompt per class and question) or `image` (synthetic images).
+    #[arg(long, default_value = "class")]
+    mode: String,
+    /// Pairs scored by each pattern.
+    #[arg(long, default_value_t = 80)]
+    pairs: usize,
+    /// Requests in flight for the ceiling pattern (c).
+    #[arg(long, default_value_t = 16)]
+    saturate: usize,
+    /// Token cap for the paper's pattern (a).
+    #[arg(long, default_value_t = 8)]
+    paper_max_tokens: u32,
+    /// Side of the synthetic gray images in image mode.
+    #[arg(long, default_value_t = 28)]
+    image_size: u32,
+    /// Print the figures as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+const QUESTIONS: [&str; 8] = [
+    "Does the object have sleeves?",
+    "Is the object worn on the feet?",
+    "Does the object have a handle or strap?",
+    "Is the object made of soft fabric?",
+    "Is the object longer than it is wide?",
+    "Does the object cover the legs?",
+    "Does the object have laces?",
+    "Is the object usually worn outdoors in cold weather?",
+];
+
+const CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
+/// A deterministic gray test image: a different stripe pattern per index.
+fn synthetic(i: usize, side: u32) -> Sample {
+    let pixels = (0..side * side)
+        .map(|p| {
+            let (x, y) = ((p % side) as usize, (p / side) as usize);
+            (((x * (i % 5 + 1) + y * (i % 7 + 1)) * 37 + i * 11) % 256) as u8
+        })
+        .collect();
+    Sample {
+        id: format!("synthetic/{i:05}"),
+        image: RawImage {
+            width: side,
+            height: side,
+            channels: 1,
+            pixels,
+        },
+        label: 0,
+    }
+}
+
+struct Figures {
+    pairs: usize,
+    seconds: f64,
+    failed: usize,
+}
+
+impl Figures {
+    fn rate(&self) -> f64 {
+        self.pairs as f64 / self.seconds.max(1e-9)
+    }
+    fn json(&self) -> Value {
+        json!({"pairs": self.pairs, "seconds": self.seconds, "pairs_per_s": self.rate(), "failed": self.failed})
+    }
+}
+
+/// Run `work(i)` for i in 0..n on `threads` threads; returns (seconds, failures).
+fn pool(n: usize, threads: usize, work: impl Fn(usize) -> bool + Sync) -> (f64, usize) {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicUsize::new(0);
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                if !work(i) {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (t0.elapsed().as_secs_f64(), failed.into_inner())
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let mode = match a.mode.as_str() {
+        "class" => Mode::Class,
+        "image" => Mode::Image,
+        other => anyhow::bail!("--mode {other:?}: expected `class` or `image`"),
+    };
+    let (classes, questions): (Vec<String>, Vec<Question>) = match &a.aspects {
+        Some(p) => {
+            let set = AspectSet::load(p)?;
+            (set.classes, set.questions)
+        }
+        None => (
+            CLASSES.iter().map(|s| s.to_string()).collect(),
+            QUESTIONS
+                .iter()
+                .enumerate()
+                .map(|(i, t)| Question {
+                    id: format!("q{:02}", i + 1),
+                    text: t.to_string(),
+                    kind: String::new(),
+                })
+                .collect(),
+        ),
+    };
+    let qn = questions.len();
+    let groups = a.pairs.div_ceil(qn).max(1);
+    let pairs = groups * qn;
+    let opts = a.openai.options(mode);
+    let teacher = OpenAiTeacher::new(&opts)?;
+    let images: Vec<Sample> = match mode {
+        Mode::Image => (0..groups).map(|i| synthetic(i, a.image_size)).collect(),
+        Mode::Class => Vec::new(),
+    };
+    let subject = |g: usize| match mode {
+        Mode::Image => Subject::Image(&images[g]),
+        Mode::Class => Subject::Class(&classes[g % classes.len()]),
+    };
+    let mut bodies: Vec<Value> = Vec::with_capacity(pairs);
+    for g in 0..groups {
+        bodies.extend(teacher.bodies(subject(g), &questions)?);
+    }
+    let client = teacher.client();
+    let path = teacher.path();
+    let parallel = teacher.parallelism();
+    eprintln!(
+        "bench label: {pairs} pairs ({groups} {} × {qn} questions) against {}",
+        if mode == Mode::Image {
+            "synthetic images"
+        } else {
+            "classes"
+        },
+        client.endpoints().join(", ")
+    );
+
+    // Warm the server (model pages, first-request allocations) outside every timing.
+    let lease = client.lease();
+    client
+        .post(&lease, path, &bodies[0], logprobs::first_token)?
+        .map_err(|why| anyhow::anyhow!("warm-up request failed: {why}"))?;
+    drop(lease);
+
+    // (a) the paper's pattern.
+    let paper_bodies: Vec<Value> = bodies
+        .iter()
+        .map(|b| {
+            let mut b = b.clone();
+            let o = b.as_object_mut().expect("request bodies are objects");
+            o.remove("logprobs");
+            o.remove("top_logprobs");
+            o.insert("max_tokens".into(), json!(a.paper_max_tokens));
+            o.insert("cache_prompt".into(), json!(false));
+            b
+        })
+        .collect();
+    eprintln!(
+        "(a) paper: sequential, no prompt cache, up to {} tokens…",
+        a.paper_max_tokens
+    );
+    let (secs, failed) = pool(pairs, 1, |i| {
+        let lease = client.lease();
+        matches!(
+            client.post(&lease, path, &paper_bodies[i], logprobs::text),
+            Ok(Ok(_))
+        )
+    });
+    let paper = Figures {
+        pairs,
+        seconds: secs,
+        failed,
+    };
+
+    // (b) ours.
+    eprintln!("(b) ours: {parallel} groups in flight, 1 token…");
+    let statuses = Mutex::new([0usize; 3]);
+    let (secs, failed) = pool(groups, parallel, |g| {
+        match teacher.score(subject(g), &questions) {
+            Ok(scores) => {
+                let mut st = statuses.lock().unwrap();
+                for s in scores {
+                    st[s.status as usize] += 1;
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    });
+    let ours = Figures {
+        pairs,
+        seconds: secs,
+        failed: failed * qn,
+    };
+    let st = statuses.into_inner().unwrap();
+
+    // (c) the ceiling.
+    eprintln!(
+        "(c) ceiling: {} in flight, 1 token, no bookkeeping…",
+        a.saturate
+    );
+    let (secs, failed) = pool(pairs, a.saturate, |i| {
+        let lease = client.lease();
+        matches!(
+            client.post(&lease, path, &bodies[i], |_| Ok(())),
+            Ok(Ok(()))
+        )
+    });
+    let ceiling = Figures {
+        pairs,
+        seconds: secs,
+        failed,
+    };
+
+    let r_paper = ours.rate() / paper.rate();
+    let r_ceiling = ours.rate() / ceiling.rate();
+    if a.json {
+        let out = json!({
+            "endpoints": client.endpoints(),
+            "model": teacher.info().model,
+            "mode": a.mode,
+            "api": teacher.info().extra["api"],
+            "questions": qn,
+            "groups": groups,
+            "in_flight_ours": parallel,
+            "in_flight_ceiling": a.saturate,
+            "paper": paper.json(),
+            "ours": {
+                "pairs": ours.pairs, "seconds": ours.seconds, "pairs_per_s": ours.rate(),
+                "failed": ours.failed,
+                "ok": st[Status::Ok as usize], "floored": st[Status::Floored as usize],
+                "missing": st[Status::Missing as usize],
+            },
+            "ceiling": ceiling.json(),
+            "ours_over_paper": r_paper,
+            "ours_over_ceiling": r_ceiling,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "(a) paper    {:8.2} pairs/s  ({} pairs in {:.2} s)",
+            paper.rate(),
+            pairs,
+            paper.seconds
+        );
+        println!(
+            "(b) ours     {:8.2} pairs/s  ({} pairs in {:.2} s; ok {}, floored {}, missing {})",
+            ours.rate(),
+            pairs,
+            ours.seconds,
+            st[0],
+            st[1],
+            st[2]
+        );
+        println!(
+            "(c) ceiling  {:8.2} pairs/s  ({} pairs in {:.2} s)",
+            ceiling.rate(),
+            pairs,
+            ceiling.seconds
+        );
+        println!("(b)/(a) = {r_paper:.2}   (b)/(c) = {r_ceiling:.2}");
+    }
+    Ok(())
 }

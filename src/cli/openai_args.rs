@@ -1,7 +1,24 @@
 //! Flags shared by every command that talks to an OpenAI-compatible endpoint.
 
-use makd::teacher::openai::OpenAiOptions;
+use makd::teacher::openai::{Api, OpenAiOptions};
 use makd::teacher::Mode;
+use std::time::Duration;
+
+/// A JSON object given on the command line (merged into every request body).
+fn json_object(s: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        Ok(_) => Err("expected a JSON object, e.g. '{\"allowed_token_ids\":[9454,2753]}'".into()),
+        Err(e) => Err(format!("not valid JSON: {e}")),
+    }
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err("expected a positive number of seconds".into()),
+    }
+}
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct OpenAiArgs {
@@ -14,6 +31,37 @@ pub struct OpenAiArgs {
     /// Requests in flight per endpoint.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// `chat` (/v1/chat/completions, takes images) or `completions` (/v1/completions, a raw
+    /// prompt: for base models without a chat template; text only).
+    #[arg(long, default_value = "chat")]
+    pub api: Api,
+    /// Prompt text with {question}, {class} (class mode) and {cue} placeholders [default: the
+    /// paper's wording].
+    #[arg(long)]
+    pub prompt_template: Option<String>,
+    /// Candidates asked for on the answer token (servers cap this; 20 is the common limit).
+    #[arg(long, default_value_t = 20)]
+    pub top_logprobs: u32,
+    /// Seconds before one request is abandoned and retried.
+    #[arg(long, default_value_t = 120.0, value_parser = positive_secs)]
+    pub timeout: f64,
+    /// Retries per request after the first try (timeouts, resets, 429, 5xx); then the pair is
+    /// marked missing and the run goes on.
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+    /// Seconds before the first retry (doubles each time, with jitter; Retry-After wins if longer).
+    #[arg(long, default_value_t = 0.5, value_parser = positive_secs)]
+    pub backoff: f64,
+    /// A token spelling that counts as Yes (repeatable; compared after normalisation).
+    #[arg(long = "yes-token", default_values_t = ["yes".to_string()])]
+    pub yes_tokens: Vec<String>,
+    /// A token spelling that counts as No (repeatable).
+    #[arg(long = "no-token", default_values_t = ["no".to_string()])]
+    pub no_tokens: Vec<String>,
+    /// JSON object merged into every request body, e.g. vLLM's
+    /// '{"allowed_token_ids":[…]}' or llama.cpp's '{"cache_prompt":true}'.
+    #[arg(long = "extra-body", visible_alias = "vllm-extras", value_parser = json_object)]
+    pub extra_body: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl OpenAiArgs {
@@ -23,6 +71,15 @@ impl OpenAiArgs {
             model: self.model.clone().unwrap_or_default(),
             concurrency: self.concurrency,
             mode,
+            api: self.api,
+            prompt_template: self.prompt_template.clone(),
+            top_logprobs: self.top_logprobs,
+            timeout: Duration::from_secs_f64(self.timeout),
+            max_attempts: self.retries.saturating_add(1),
+            backoff_base: Duration::from_secs_f64(self.backoff),
+            yes_tokens: self.yes_tokens.clone(),
+            no_tokens: self.no_tokens.clone(),
+            extra_body: self.extra_body.clone().unwrap_or_default(),
         }
     }
 }
