@@ -19,6 +19,13 @@ pub struct Args {
     /// Score store of the test images, for aspect metrics (default: the run's aspects.test_scores).
     #[arg(long)]
     scores: Option<PathBuf>,
+    /// Split to evaluate: `test` (default) or `train` (e.g. with --logits-out for a KD teacher).
+    #[arg(long, default_value = "test")]
+    split: makd::data::Split,
+    /// Also write the class logits of every image of the (full) split to this file, for use as
+    /// `kd.logits` when this run is the teacher network of a KD student.
+    #[arg(long)]
+    logits_out: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,

@@ -5,7 +5,9 @@ mod aspects;
 mod bench;
 mod bench_label;
 mod bench_train;
+mod demo;
 mod eval;
+mod experiment;
 mod label;
 mod openai_args;
 mod predict;
@@ -34,6 +36,10 @@ enum Command {
     Eval(eval::Args),
     /// Classify image files with a trained run and show its aspect answers.
     Predict(predict::Args),
+    /// Variants × seeds (baseline, MaKD, random/shuffled controls, KD, sweeps) with a report.
+    Experiment(experiment::Args),
+    /// The whole method in one command on the offline default (Fashion-MNIST), with a report.
+    Demo(demo::Args),
     /// Benchmarks that print measured figures (not tests).
     Bench(bench::Args),
 }
@@ -45,6 +51,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Experiment(a) => experiment::run(a),
+        Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
     }
 }

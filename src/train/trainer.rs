@@ -634,6 +634,49 @@ pub fn evaluate(
     })
 }
 
+/// Penultimate features of every image of `ds` (embedding plots).
+pub fn features(
+    model: &Model,
+    ds: Arc<dyn Dataset>,
+    transform: &Arc<Transform>,
+    batch_size: usize,
+    workers: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let n = ds.len();
+    let mut out = Vec::with_capacity(n);
+    for batch in batches(
+        ds,
+        (0..n).collect(),
+        batch_size,
+        transform.clone(),
+        false,
+        0,
+        workers,
+        2,
+    ) {
+        let batch = batch?;
+        let xs = batch.images_tensor(&model.device)?;
+        out.extend(model.student.features(&xs, false)?.to_vec2::<f32>()?);
+    }
+    Ok(out)
+}
+
+/// Load a finished run's model (weights of `checkpoints/<which>`) with its config and output layout.
+pub fn load_run(run_dir: &RunDir, which: &str) -> Result<(TrainConfig, ModelInfo, Model)> {
+    let cfg = run_dir.load_config()?;
+    let info = run_dir.load_model_info()?;
+    let dir = checkpoint::existing(&run_dir.checkpoint(which)).ok_or_else(|| {
+        input(
+            format!("no {which} checkpoint"),
+            run_dir.root.display().to_string(),
+            "train first (makd train)",
+        )
+    })?;
+    let mut model = Model::build(&cfg, info.classes.len(), info.num_aspects, &device()?)?;
+    checkpoint::load_model(&dir, &mut model.varmap)?;
+    Ok((cfg, info, model))
+}
+
 /// Softmax over the class logits of one output row, and sigmoid over its aspect logits.
 pub fn split_outputs(row: &[f32], c: usize) -> Result<(Vec<f32>, Vec<f32>)> {
     let cls = Tensor::new(&row[..c], &Device::Cpu)?;

@@ -1,0 +1,182 @@
+//! `makd demo`: the whole method on the offline default, in one command — Fashion-MNIST, the shipped
+//! 50-question aspect set, a teacher answering in class mode, then baseline / MaKD / random-target
+//! students over several seeds, and the report.
+
+use super::openai_args::OpenAiArgs;
+use anyhow::Result;
+use makd::aspects::AspectSet;
+use makd::data::{self, Dataset, Split};
+use makd::experiment::config::ExperimentConfig;
+use makd::experiment::runner;
+use makd::label::{self, LabelJob};
+use makd::scores::ScoreStore;
+use makd::teacher::{Mode, Teacher};
+use makd::train::config::TrainConfig;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+const ASPECTS: &str = include_str!("../../examples/fashion-mnist/aspects.json");
+const TABLE: &str = include_str!("../../examples/fashion-mnist/aspect_table.csv");
+const TRAIN_CONFIG: &str = include_str!("../../examples/fashion-mnist/makd.toml");
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Smaller and faster (about 2 minutes on 2 cores): fewer images, one epoch, two seeds.
+    #[arg(long)]
+    quick: bool,
+    /// Where everything goes (stores, runs, report). Rerunning resumes.
+    #[arg(long, default_value = "runs/demo")]
+    out: PathBuf,
+    /// Seeds per variant (default 3; 2 with --quick).
+    #[arg(long)]
+    seeds: Option<usize>,
+    /// Use the shipped hand-written per-class answers instead of an LLM (no server needed).
+    #[arg(long, conflicts_with = "endpoints")]
+    table_teacher: bool,
+    /// The LLM teacher: an OpenAI-compatible server (scripts/demo starts llama.cpp with Gemma 3
+    /// 270M and passes its URL). A real MLLM behind vLLM works the same way.
+    #[command(flatten)]
+    openai: OpenAiArgs,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let out = &args.out;
+    std::fs::create_dir_all(out)?;
+    let aspects_path = out.join("aspects.json");
+    std::fs::write(&aspects_path, ASPECTS)?;
+    let aspects = AspectSet::load(&aspects_path)?;
+    let spec: data::DatasetSpec = "fashion-mnist".parse()?;
+    let train = data::open(&spec, Split::Train)?;
+    let test = data::open(&spec, Split::Test)?;
+
+    let (teacher, weak_note): (Arc<dyn Teacher>, String) = if args.table_teacher
+        || args.openai.endpoints.is_empty()
+    {
+        if !args.table_teacher {
+            eprintln!("no --endpoint given: using the shipped hand-written per-class answers as the teacher (scripts/demo starts a local LLM)");
+        }
+        let table = out.join("aspect_table.csv");
+        std::fs::write(&table, TABLE)?;
+        (
+            Arc::new(makd::teacher::table::TableTeacher::load(&table, &aspects)?),
+            "Teacher: hand-written per-class answers (examples/fashion-mnist/aspect_table.csv), a stand-in for an MLLM: it knows each class, not each image.".into(),
+        )
+    } else {
+        let model = args.openai.model.clone().unwrap_or_default();
+        (
+            Arc::from(makd::teacher::openai::build(&args.openai.options(Mode::Class))?),
+            format!(
+                "Teacher: `{model}` answering in class mode (one answer per class and question, broadcast to its images). \
+                 A text-only model this small is a weak teacher: it proves the mechanics, not the method. \
+                 For a real result point the demo at an MLLM: `makd demo --endpoint http://HOST:8000/v1 --model Qwen/Qwen2.5-VL-7B-Instruct` \
+                 (vLLM), or label images yourself with `makd label --mode image`."
+            ),
+        )
+    };
+
+    // Stage 2: the teacher answers every question for every class; the answers are broadcast to the
+    // images of that class. The test split gets the same per-class rows (for aspect metrics).
+    let train_store = out.join("scores-train");
+    label::run(LabelJob {
+        dataset: train.clone(),
+        aspects: aspects.clone(),
+        teacher,
+        out: train_store.clone(),
+        shard: None,
+        limit: None,
+        mode: Mode::Class,
+    })?;
+    let test_store = out.join("scores-test");
+    if !test_store.join("scores.safetensors").exists() {
+        broadcast_classes(
+            &ScoreStore::open(&train_store)?,
+            train.as_ref(),
+            test.as_ref(),
+        )?
+        .save(&test_store)?;
+    }
+
+    // Stage 3: students.
+    let seeds = args.seeds.unwrap_or(if args.quick { 2 } else { 3 });
+    let (train_limit, test_limit, epochs) = if args.quick {
+        (1500, 1000, 1)
+    } else {
+        (6000, 2000, 2)
+    };
+    let train_config = out.join("train.toml");
+    let mut text = TRAIN_CONFIG.replace(
+        "scores = \"../../work/fmnist-table\"",
+        "scores = \"scores-train\"",
+    );
+    text = text.replace(
+        "aspects = \"aspects.json\"",
+        "aspects = \"aspects.json\"\ntest_scores = \"scores-test\"",
+    );
+    std::fs::write(&train_config, text)?;
+    TrainConfig::load(&train_config, &[])?; // fail early on a bad edit
+    let cfg = ExperimentConfig {
+        name: "makd demo: Fashion-MNIST".into(),
+        train_config,
+        seeds: (0..seeds as u64).collect(),
+        variants: ["baseline", "makd", "random-target"].map(String::from).to_vec(),
+        set: vec![
+            format!("data.train_limit={train_limit}"),
+            format!("data.test_limit={test_limit}"),
+            format!("train.epochs={epochs}"),
+        ],
+        aspect_counts: vec![],
+        alphas: vec![],
+        examples: 4,
+        embedding_points: if args.quick { 300 } else { 600 },
+        kd: None,
+        notes: vec![
+            weak_note,
+            format!("Students: the small CNN on {train_limit} training images (class-balanced), {epochs} epoch(s), evaluated on {test_limit} test images; sized to finish in minutes on 2 CPU cores, not to reach the best accuracy."),
+        ],
+    };
+    let json = serde_json::to_value(&cfg)?;
+    let results = runner::run(&cfg, json, out)?;
+    println!("{}", makd::report::markdown_table(&results));
+    for c in &results.comparisons {
+        println!("- {}", c.sentence);
+    }
+    for n in &results.notes {
+        println!("- {n}");
+    }
+    println!("\nreport: {}", out.join("report.html").display());
+    Ok(())
+}
+
+/// A store for `to` whose row for each image is the `from` store's row for that image's class
+/// (valid only for class-mode stores, where all images of a class share one row).
+fn broadcast_classes(
+    from: &ScoreStore,
+    from_ds: &dyn Dataset,
+    to: &dyn Dataset,
+) -> Result<ScoreStore> {
+    anyhow::ensure!(
+        from.manifest.teacher.mode == Mode::Class,
+        "broadcasting needs a class-mode store"
+    );
+    let q = from.num_questions();
+    let classes = from_ds.classes().len();
+    let mut row_of_class = vec![None; classes];
+    for i in 0..from_ds.len() {
+        row_of_class[from_ds.label(i)].get_or_insert(i);
+    }
+    let (mut p, mut s) = (
+        Vec::with_capacity(to.len() * q),
+        Vec::with_capacity(to.len() * q),
+    );
+    for i in 0..to.len() {
+        let r = row_of_class[to.label(i)]
+            .ok_or_else(|| anyhow::anyhow!("class {} has no training image", to.label(i)))?;
+        p.extend_from_slice(from.p_yes_row(r));
+        s.extend_from_slice(from.status_row(r));
+    }
+    let mut m = from.manifest.clone();
+    m.dataset = to.describe();
+    m.dataset_fingerprint = to.fingerprint();
+    m.image_ids = (0..to.len()).map(|i| to.id(i).to_string()).collect();
+    Ok(ScoreStore::from_parts(m, p, s)?)
+}
