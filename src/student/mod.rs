@@ -259,7 +259,7 @@ pub fn build(
     }
     let c = spec.in_channels;
     let model: Box<dyn Student> = match spec.arch {
-        Arch::Cnn => Box::new(cnn::SmallCnn::new(c, num_outputs, vb)?),
+        Arch::Cnn => Box::new(cnn::SmallCnn::new(c, image_size, num_outputs, vb)?),
         Arch::Resnet18 => Box::new(resnet::resnet18(c, stem, num_outputs, vb)?),
         Arch::Resnet34 => Box::new(resnet::resnet34(c, stem, num_outputs, vb)?),
         Arch::Resnet50 => Box::new(resnet::resnet50(c, stem, num_outputs, vb)?),
