@@ -125,7 +125,10 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     }
     // Never candle's own max-pool: besides needing kernel == stride, its backward in 0.11.1
     // multiplies the gradient by 1/k² (it scales by the window's mean of the argmax mask where
-    // it meant to divide by the number of maxima). The views below cost no more.
+    // it meant to divide by the number of maxima).
+    if kernel == stride {
+        return max_pool_tiled(x, kernel, padding);
+    }
     let win = Windows::new(x, kernel, stride, padding, f64::NEG_INFINITY)?;
     let mut acc: Option<Tensor> = None;
     for (di, dj) in win.offsets() {
@@ -139,6 +142,24 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
         Some(a) => win.finish(a),
         None => bail!("max_pool2d: empty kernel"),
     }
+}
+
+/// Non-overlapping windows (kernel == stride, the CNN's 2×2 pools): crop to whole windows,
+/// view as `[N, C, Ho, k, Wo, k]` and reduce. About 4× cheaper backward than folding k² views,
+/// because a reduce-max backward is one mask over the input where each view's backward pads
+/// its gradient back to input size. Unlike the folded form, a tie gives every tied input the
+/// full gradient; exact ties among positive activations are rare, and ties at a ReLU's zeros
+/// are stopped by the ReLU's zero gradient below them.
+fn max_pool_tiled(x: &Tensor, k: usize, padding: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (oh, ow) = (out_size(h, k, k, padding)?, out_size(w, k, k, padding)?);
+    let x = pad(x, 2, padding, padding, f64::NEG_INFINITY)?;
+    let x = pad(&x, 3, padding, padding, f64::NEG_INFINITY)?;
+    let x = x.narrow(2, 0, oh * k)?.narrow(3, 0, ow * k)?;
+    x.reshape((n, c, oh, k, ow, k))?
+        .max_keepdim(5)?
+        .max_keepdim(3)?
+        .reshape((n, c, oh, ow))
 }
 
 /// 2-D average-pool, PyTorch's `avg_pool2d(x, kernel, stride, padding, count_include_pad)`
@@ -301,7 +322,7 @@ mod tests {
         t.flatten_all().unwrap().to_vec1().unwrap()
     }
 
-    const SHAPES: [(Dims, usize, usize, usize); 6] = [
+    const SHAPES: [(Dims, usize, usize, usize); 7] = [
         // (shape, kernel, stride, padding)
         ((1, 3, 7, 9), 3, 2, 1), // ResNet stem pool on odd sides
         ((2, 3, 6, 6), 3, 2, 1),
@@ -309,6 +330,7 @@ mod tests {
         ((1, 2, 9, 7), 5, 2, 2),
         ((2, 1, 7, 7), 2, 2, 0), // kernel == stride on odd sides: never candle's own pool
         ((2, 2, 8, 6), 2, 2, 0), // candle's own avg-pool path
+        ((1, 2, 5, 5), 2, 2, 1), // kernel == stride with padding
     ];
 
     #[test]
