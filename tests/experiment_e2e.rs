@@ -12,8 +12,24 @@ fn small_experiment_with_controls_and_kd() {
     let test_store = tmp.path().join("test-store");
     for (split, out) in [("train", &store), ("test", &test_store)] {
         ok(makd()
-            .args(["label", "--dataset", "fashion-mnist", "--split", split, "--aspects", "examples/fashion-mnist/aspects.json"])
-            .args(["--backend", "table", "--table", "examples/fashion-mnist/aspect_table.csv", "--mode", "class", "--out"])
+            .args([
+                "label",
+                "--dataset",
+                "fashion-mnist",
+                "--split",
+                split,
+                "--aspects",
+                "examples/fashion-mnist/aspects.json",
+            ])
+            .args([
+                "--backend",
+                "table",
+                "--table",
+                "examples/fashion-mnist/aspect_table.csv",
+                "--mode",
+                "class",
+                "--out",
+            ])
             .arg(out));
     }
     let base = repo().join("examples/fashion-mnist");
@@ -41,43 +57,96 @@ set = ["data.train_limit=300", "data.test_limit=200", "train.epochs=1", "train.b
     )
     .unwrap();
     let out_dir = tmp.path().join("out");
-    let out = ok(makd().args(["experiment", "--config"]).arg(&cfg).arg("--out").arg(&out_dir));
+    let out = ok(makd()
+        .args(["experiment", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out_dir));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(stdout.contains("| makd |"), "{stdout}");
 
     let r = read_json(&out_dir.join("results.json"));
     let variants = r["variants"].as_array().unwrap();
-    let names: Vec<&str> = variants.iter().map(|v| v["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["baseline", "makd", "random-target", "shuffled-target", "kd", "makd+kd", "makd-q5"]);
+    let names: Vec<&str> = variants
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "baseline",
+            "makd",
+            "random-target",
+            "shuffled-target",
+            "kd",
+            "makd+kd",
+            "makd-q5"
+        ]
+    );
     for v in variants {
         let runs = v["runs"].as_array().unwrap();
         assert_eq!(runs.len(), 2);
-        let t: Vec<f64> = runs.iter().map(|r| r["test_top1"].as_f64().unwrap()).collect();
+        let t: Vec<f64> = runs
+            .iter()
+            .map(|r| r["test_top1"].as_f64().unwrap())
+            .collect();
         let mean = (t[0] + t[1]) / 2.0;
         assert!((v["top1"]["mean"].as_f64().unwrap() - mean).abs() < 1e-9);
         // The same table row in report.md carries the same mean.
         let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
-        let row = md.lines().find(|l| l.starts_with(&format!("| {} |", v["name"].as_str().unwrap()))).unwrap();
-        assert!(row.contains(&format!("{mean:.2}")), "{row} vs {mean}");
+        let prefix = format!("| {} |", v["name"].as_str().unwrap());
+        let rows: Vec<&str> = md.lines().filter(|l| l.starts_with(&prefix)).collect();
+        assert!(
+            rows.iter().any(|row| row.contains(&format!("{mean:.2} ±"))),
+            "{rows:?} vs {mean}"
+        );
     }
     // Aspect variants are scored against the real teacher on the test split; baseline has none.
     assert!(variants[0]["aspect_auc"].is_null());
     assert!(variants[1]["aspect_auc"]["mean"].as_f64().is_some());
-    assert_eq!(variants[6]["per_question_auc"].as_array().unwrap().len(), 5);
+    // The Q = 5 sweep scores the first five questions; the other 45 are absent (null), not zero.
+    let pq = variants[6]["per_question_auc"].as_array().unwrap();
+    assert_eq!(pq.len(), 50);
+    assert!(
+        pq[..5].iter().all(|x| x.is_f64()) && pq[5..].iter().all(|x| x.is_null()),
+        "{pq:?}"
+    );
     // Seeds differ, so runs differ.
     let b = &variants[0]["runs"];
     assert_ne!(b[0]["run_dir"], b[1]["run_dir"]);
-    let cmp: Vec<String> = r["comparisons"].as_array().unwrap().iter().map(|c| format!("{} vs {}", c["a"], c["b"])).collect();
-    assert!(cmp.contains(&"\"makd\" vs \"random-target\"".to_string()), "{cmp:?}");
-    assert!(cmp.contains(&"\"makd+kd\" vs \"kd\"".to_string()), "{cmp:?}");
+    let cmp: Vec<String> = r["comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{} vs {}", c["a"], c["b"]))
+        .collect();
+    assert!(
+        cmp.contains(&"\"makd\" vs \"random-target\"".to_string()),
+        "{cmp:?}"
+    );
+    assert!(
+        cmp.contains(&"\"makd+kd\" vs \"kd\"".to_string()),
+        "{cmp:?}"
+    );
     assert!(out_dir.join("kd-teacher-logits.safetensors").exists());
     assert_eq!(r["examples"].as_array().unwrap().len(), 2);
     assert_eq!(r["embedding"]["points"].as_array().unwrap().len(), 100);
-    for p in ["report.html", "plots/accuracy.png", "plots/learning_curves.png", "plots/embedding.png", "plots/aspect_auc.png", "plots/examples.png"] {
+    for p in [
+        "report.html",
+        "plots/accuracy.png",
+        "plots/learning_curves.png",
+        "plots/embedding.png",
+        "plots/aspect_auc.png",
+        "plots/examples.png",
+    ] {
         assert!(out_dir.join(p).exists(), "{p} missing");
     }
     // Rerunning resumes: nothing is retrained and the numbers are identical.
-    ok(makd().args(["experiment", "--config"]).arg(&cfg).arg("--out").arg(&out_dir));
+    ok(makd()
+        .args(["experiment", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out_dir));
     let r2 = read_json(&out_dir.join("results.json"));
     assert_eq!(r["variants"], r2["variants"]);
 }

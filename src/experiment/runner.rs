@@ -135,7 +135,10 @@ pub fn run(
 
     // Sweeps over fewer questions score only the first Q: the rest are absent, not zero.
     let q_all = teacher_store.as_ref().map_or(0, |(s, _)| s.num_questions());
-    for v in results_variants.iter_mut().filter(|v| !v.per_question_auc.is_empty()) {
+    for v in results_variants
+        .iter_mut()
+        .filter(|v| !v.per_question_auc.is_empty())
+    {
         v.per_question_auc.resize(q_all, None);
     }
     let comparisons = comparisons(&results_variants);
@@ -550,7 +553,10 @@ mod tests {
             image_ids: (0..n).map(|i| format!("img{i}")).collect(),
             aspect_hash: "ah".into(),
             question_ids: (0..q).map(|j| format!("q{j}")).collect(),
-            teacher: TeacherInfo { backend: "table".into(), ..Default::default() },
+            teacher: TeacherInfo {
+                backend: "table".into(),
+                ..Default::default()
+            },
             shard: None,
         };
         // Row i holds i/n in every column; every 7th pair is missing.
@@ -559,8 +565,16 @@ mod tests {
         for i in 0..n {
             for j in 0..q {
                 let missing = (i * q + j) % 7 == 3;
-                p.push(if missing { f32::NAN } else { i as f32 / n as f32 });
-                s.push(if missing { crate::scores::STATUS_MISSING } else { crate::scores::STATUS_OK });
+                p.push(if missing {
+                    f32::NAN
+                } else {
+                    i as f32 / n as f32
+                });
+                s.push(if missing {
+                    crate::scores::STATUS_MISSING
+                } else {
+                    crate::scores::STATUS_OK
+                });
             }
         }
         ScoreStore::from_parts(manifest, p, s).unwrap()
@@ -573,11 +587,20 @@ mod tests {
         let c = control_store(&t, "shuffled-target", 3).unwrap();
         assert_eq!((c.num_images(), c.num_questions()), (n, q));
         assert_eq!(c.manifest.aspect_hash, t.manifest.aspect_hash);
-        assert_eq!(c.manifest.dataset_fingerprint, t.manifest.dataset_fingerprint);
+        assert_eq!(
+            c.manifest.dataset_fingerprint,
+            t.manifest.dataset_fingerprint
+        );
         assert_eq!(c.manifest.teacher.backend, "control:shuffled-target");
         // Same multiset of rows (marginals kept), but most images got another image's row.
         let key = |s: &ScoreStore, i: usize| {
-            (s.p_yes_row(i).iter().map(|x| x.to_bits()).collect::<Vec<_>>(), s.status_row(i).to_vec())
+            (
+                s.p_yes_row(i)
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect::<Vec<_>>(),
+                s.status_row(i).to_vec(),
+            )
         };
         let mut a: Vec<_> = (0..n).map(|i| key(&t, i)).collect();
         let mut b: Vec<_> = (0..n).map(|i| key(&c, i)).collect();
@@ -588,7 +611,14 @@ mod tests {
         assert_eq!(a, b);
         // Deterministic per seed, different across seeds.
         let again = control_store(&t, "shuffled-target", 3).unwrap();
-        assert_eq!(c.p_yes().iter().map(|x| x.to_bits()).collect::<Vec<_>>(), again.p_yes().iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        assert_eq!(
+            c.p_yes().iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            again
+                .p_yes()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect::<Vec<_>>()
+        );
         let other = control_store(&t, "shuffled-target", 4).unwrap();
         assert_ne!(c.status(), other.status());
     }
@@ -599,17 +629,38 @@ mod tests {
         let t = teacher_store(n, q);
         let c = control_store(&t, "random-target", 0).unwrap();
         assert_eq!(c.status(), t.status(), "missing pairs must stay missing");
-        let vals: Vec<f64> = c.p_yes().iter().filter(|x| x.is_finite()).map(|&x| x as f64).collect();
-        assert_eq!(vals.len(), t.p_yes().iter().filter(|x| x.is_finite()).count());
+        let vals: Vec<f64> = c
+            .p_yes()
+            .iter()
+            .filter(|x| x.is_finite())
+            .map(|&x| x as f64)
+            .collect();
+        assert_eq!(
+            vals.len(),
+            t.p_yes().iter().filter(|x| x.is_finite()).count()
+        );
         // Uniform(0,1): mean 1/2, variance 1/12; with ~3400 draws the standard error of the mean is ~0.005.
         let mean = vals.iter().sum::<f64>() / vals.len() as f64;
         let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
-        assert!((mean - 0.5).abs() < 0.025 && (var - 1.0 / 12.0).abs() < 0.01, "mean {mean} var {var}");
+        assert!(
+            (mean - 0.5).abs() < 0.025 && (var - 1.0 / 12.0).abs() < 0.01,
+            "mean {mean} var {var}"
+        );
         assert!(vals.iter().all(|&v| (0.0..1.0).contains(&v)));
         // No link to the teacher: correlation with the teacher's values is near 0.
-        let tv: Vec<f64> = t.p_yes().iter().filter(|x| x.is_finite()).map(|&x| x as f64).collect();
+        let tv: Vec<f64> = t
+            .p_yes()
+            .iter()
+            .filter(|x| x.is_finite())
+            .map(|&x| x as f64)
+            .collect();
         let tm = tv.iter().sum::<f64>() / tv.len() as f64;
-        let cov = vals.iter().zip(&tv).map(|(a, b)| (a - mean) * (b - tm)).sum::<f64>() / vals.len() as f64;
+        let cov = vals
+            .iter()
+            .zip(&tv)
+            .map(|(a, b)| (a - mean) * (b - tm))
+            .sum::<f64>()
+            / vals.len() as f64;
         let tvar = tv.iter().map(|b| (b - tm).powi(2)).sum::<f64>() / tv.len() as f64;
         let corr = cov / (var.sqrt() * tvar.sqrt());
         assert!(corr.abs() < 0.1, "correlation {corr}");
