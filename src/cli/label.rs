@@ -151,7 +151,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let dataset = open_dataset(&dataset_spec, &args.split)?;
     eprintln!(
-        "labeling {} with {} questions ({:?} mode) into {}",
+        "labeling {} with {} questions ({} mode) into {}",
         dataset.describe(),
         aspects.len(),
         mode,

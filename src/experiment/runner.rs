@@ -173,11 +173,27 @@ pub fn run(
     if let Some((s, _)) = &teacher_store {
         let t = &s.manifest.teacher;
         notes.push(format!(
-            "Teacher: {} `{}` ({:?} mode); store summary: {}.",
+            "Teacher: {} `{}` ({} mode); store summary: {}.",
             t.backend,
             t.model,
             t.mode,
             s.summary()
+        ));
+        let q = s.num_questions();
+        let informative = (0..q)
+            .filter(|&j| {
+                let (mut yes, mut no) = (false, false);
+                for i in 0..s.num_images() {
+                    let p = s.p_yes_row(i)[j];
+                    yes |= p > 0.5;
+                    no |= p <= 0.5;
+                }
+                yes && no
+            })
+            .count();
+        notes.push(format!(
+            "{informative} of {q} questions get both yes and no answers from the teacher across the training images; \
+             a question answered the same way for every image carries no information about the class."
         ));
     }
     let results = ExperimentResults {

@@ -160,7 +160,7 @@ impl Manifest {
         }
         if self.teacher != other.teacher {
             return Some(format!(
-                "another teacher (store: {} {} {:?} mode, now: {} {} {:?} mode, or their prompts/tokens/settings differ)",
+                "another teacher (store: {} {} {} mode, now: {} {} {} mode, or their prompts/tokens/settings differ)",
                 self.teacher.backend,
                 self.teacher.model,
                 self.teacher.mode,

@@ -68,6 +68,15 @@ pub enum Mode {
     Class,
 }
 
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Image => "image",
+            Mode::Class => "class",
+        })
+    }
+}
+
 /// How a teacher describes itself in the score store manifest. Never holds an API key.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct TeacherInfo {
