@@ -29,7 +29,7 @@ pub struct Args {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// Dataset to label (e.g. `fashion-mnist`, `idx:DIR`, `folder:DIR`, `csv:FILE`; see README).
+    /// Dataset to label (e.g. `fashion-mnist`, `idx:DIR`, `imagefolder:ROOT`, `csv:FILE`; see README).
     #[arg(long, value_name = "SPEC", required = true)]
     dataset: Option<String>,
 

@@ -28,8 +28,8 @@ pub struct OpenAiArgs {
     /// Model name as the server knows it.
     #[arg(long)]
     pub model: Option<String>,
-    /// Requests in flight per endpoint.
-    #[arg(long, default_value_t = 4)]
+    /// Requests in flight per endpoint. Keep it above the server's parallel slots (llama.cpp `--parallel`, vLLM batches freely) so it never idles between requests.
+    #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
     /// `chat` (/v1/chat/completions, takes images) or `completions` (/v1/completions, a raw
     /// prompt: for base models without a chat template; text only).
