@@ -27,8 +27,11 @@ enum What {
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
     /// Class names: a file with one per line, or a comma-separated list.
-    #[arg(long)]
-    classes: String,
+    #[arg(long, required_unless_present = "dataset", conflicts_with = "dataset")]
+    classes: Option<String>,
+    /// Take the class names (and the image count) from a dataset's training split instead.
+    #[arg(long, value_name = "SPEC")]
+    dataset: Option<String>,
     /// Number of images in the dataset (the paper's prompt states it; omitted if not given).
     #[arg(long)]
     images: Option<usize>,
@@ -61,8 +64,11 @@ pub struct ImportArgs {
     /// environment, function, abstract).
     questions: PathBuf,
     /// Class names: a file with one per line, or a comma-separated list.
-    #[arg(long)]
-    classes: String,
+    #[arg(long, required_unless_present = "dataset", conflicts_with = "dataset")]
+    classes: Option<String>,
+    /// Take the class names from a dataset's training split instead.
+    #[arg(long, value_name = "SPEC")]
+    dataset: Option<String>,
     /// Where to write the aspect set.
     #[arg(short, long)]
     out: PathBuf,
@@ -180,8 +186,23 @@ pub fn read_questions(path: &Path) -> makd::Result<Vec<Question>> {
         .collect())
 }
 
+/// Class names (and the number of training images, when a dataset gives them).
+fn class_list(
+    classes: &Option<String>,
+    dataset: &Option<String>,
+) -> anyhow::Result<(Vec<String>, Option<usize>)> {
+    match (classes, dataset) {
+        (Some(c), _) => Ok((read_classes(c)?, None)),
+        (None, Some(spec)) => {
+            let ds = makd::data::open(&spec.parse()?, makd::data::Split::Train)?;
+            Ok((ds.classes().to_vec(), Some(ds.len())))
+        }
+        (None, None) => anyhow::bail!("give --classes or --dataset"),
+    }
+}
+
 fn generate(a: GenerateArgs) -> anyhow::Result<()> {
-    let classes = read_classes(&a.classes)?;
+    let (classes, n_images) = class_list(&a.classes, &a.dataset)?;
     let o = a.openai.options(Mode::Class);
     let client = Client::new(
         &o.endpoints,
@@ -203,7 +224,7 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
         &client,
         &GenerateOptions {
             classes,
-            n_images: a.images,
+            n_images: a.images.or(n_images),
             n: a.n,
             q: a.q,
             model: o.model,
@@ -228,7 +249,7 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
 }
 
 fn import(a: ImportArgs) -> anyhow::Result<()> {
-    let classes = read_classes(&a.classes)?;
+    let (classes, _) = class_list(&a.classes, &a.dataset)?;
     let questions = read_questions(&a.questions)?;
     let set = AspectSet::new(
         classes,
