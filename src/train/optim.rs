@@ -92,7 +92,10 @@ impl Optimizer {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let p = var.as_tensor();
+            // Gradients carry the op graph of the step that made them; state kept across steps
+            // must not, or every step's whole graph stays alive (memory grows without bound).
+            let g = &g.detach();
+            let p = &var.as_tensor().detach();
             match c.kind {
                 OptimKind::Sgd => {
                     // torch.optim.SGD: g += wd·p; buf = μ·buf + g (buf = g at first); p -= lr·(nesterov ? g + μ·buf : buf).
@@ -248,5 +251,33 @@ mod tests {
         let loss = (var2.as_tensor() * 3.0).unwrap().sum_all().unwrap();
         opt2.step(&loss.backward().unwrap()).unwrap();
         assert_eq!(var2.as_tensor().to_vec1::<f32>().unwrap()[0], straight[2]);
+    }
+
+    #[test]
+    fn state_does_not_keep_the_step_graph_alive() {
+        // A kept momentum/moment tensor that still tracked ops would hold every step's graph:
+        // training on Fashion-MNIST grew to 24 GB before the gradients were detached.
+        for kind in [OptimKind::Sgd, OptimKind::Adamw] {
+            let var = Var::new(&[1.0f32, 2.0], &Device::Cpu).unwrap();
+            let mut opt = Optimizer::new(
+                OptimConfig {
+                    kind,
+                    ..Default::default()
+                },
+                vec![("w".into(), var.clone())],
+            );
+            let loss = var
+                .as_tensor()
+                .sqr()
+                .unwrap()
+                .exp()
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            opt.step(&loss.backward().unwrap()).unwrap();
+            for (name, t) in opt.state_tensors() {
+                assert!(!t.track_op(), "{kind:?}: {name} tracks the graph");
+            }
+        }
     }
 }
