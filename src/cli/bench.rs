@@ -14,11 +14,27 @@ enum What {
     Train(super::bench_train::Args),
     /// Labeling throughput against OpenAI-compatible endpoints: paper's pattern vs ours vs the server's ceiling.
     Label(super::bench_label::Args),
+    /// Resuming a score store from a synthetic append log (ImageNet scale by default).
+    Resume(super::bench_resume::Args),
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
         What::Train(a) => super::bench_train::run(a),
         What::Label(a) => super::bench_label::run(a),
+        What::Resume(a) => super::bench_resume::run(a),
     }
+}
+
+/// Peak resident memory of this process (Linux), MB.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
 }

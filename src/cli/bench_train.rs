@@ -94,7 +94,7 @@ pub fn run(a: Args) -> Result<()> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let rss = peak_rss_mb();
+    let rss = super::bench::peak_rss_mb();
     if a.json {
         println!(
             "{}",
@@ -117,12 +117,4 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Peak resident memory of this process (Linux), MB.
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }

@@ -4,6 +4,7 @@
 mod aspects;
 mod bench;
 mod bench_label;
+mod bench_resume;
 mod bench_train;
 mod demo;
 mod eval;
