@@ -237,13 +237,14 @@ fn report_markdown_snapshot() {
     insta::assert_snapshot!(markdown::render(&r, &plots, true));
 }
 
-/// Writes the fixture's report into `$MAKD_REPORT_DIR` to look at the plots by eye:
-/// `MAKD_REPORT_DIR=/tmp/rep cargo test --lib report::tests::write_fixture -- --ignored`.
+/// Writes the fixture's report (and a harder layout); set `$MAKD_REPORT_DIR` to keep it and look at
+/// the plots by eye: `MAKD_REPORT_DIR=/tmp/rep cargo test --lib report::tests::write_fixture`.
 #[test]
-#[ignore]
 fn write_fixture_report_for_viewing() {
-    let dir = std::env::var("MAKD_REPORT_DIR").expect("set MAKD_REPORT_DIR");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = std::env::var("MAKD_REPORT_DIR").unwrap_or_else(|_| tmp.path().display().to_string());
     let files = write_report(&fixture::results(), Path::new(&dir)).unwrap();
+    assert_eq!(files.plots.len(), 5, "{files:?}");
     eprintln!("{files:?}");
     // A harder layout: long question ids, one aspect variant, eight variants, 15 classes.
     let mut r = fixture::results();
@@ -263,7 +264,7 @@ fn write_fixture_report_for_viewing() {
         *l = i % 15;
     }
     let files = write_report(&r, &Path::new(&dir).join("hard")).unwrap();
-    eprintln!("{files:?}");
+    assert_eq!(files.plots.len(), 5, "{files:?}");
     // What a machine without any font gets.
     let nofont = Path::new(&dir).join("nofont");
     for p in plots::render_all(&fixture::results(), false).unwrap() {
