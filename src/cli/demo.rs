@@ -11,7 +11,6 @@ use makd::experiment::runner;
 use makd::label::{self, LabelJob};
 use makd::scores::ScoreStore;
 use makd::teacher::{Mode, Teacher};
-use makd::train::config::TrainConfig;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -104,22 +103,19 @@ pub fn run(args: Args) -> Result<()> {
         (6000, 2000, 2)
     };
     let train_config = out.join("train.toml");
-    let mut text = TRAIN_CONFIG.replace(
-        "scores = \"../../work/fmnist-table\"",
-        "scores = \"scores-train\"",
-    );
-    text = text.replace(
-        "aspects = \"aspects.json\"",
-        "aspects = \"aspects.json\"\ntest_scores = \"scores-test\"",
-    );
-    std::fs::write(&train_config, text)?;
-    TrainConfig::load(&train_config, &[])?; // fail early on a bad edit
+    std::fs::write(&train_config, TRAIN_CONFIG)?;
+    let abs = |p: &std::path::Path| -> Result<String> {
+        Ok(std::fs::canonicalize(p)?.display().to_string())
+    };
     let cfg = ExperimentConfig {
         name: "makd demo: Fashion-MNIST".into(),
         train_config,
         seeds: (0..seeds as u64).collect(),
         variants: ["baseline", "makd", "random-target"].map(String::from).to_vec(),
         set: vec![
+            format!("aspects.scores={}", abs(&train_store)?),
+            format!("aspects.test_scores={}", abs(&test_store)?),
+            format!("aspects.aspects={}", abs(&aspects_path)?),
             format!("data.train_limit={train_limit}"),
             format!("data.test_limit={test_limit}"),
             format!("train.epochs={epochs}"),
