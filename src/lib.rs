@@ -11,9 +11,13 @@
 pub mod aspects;
 pub mod data;
 pub mod error;
+pub mod experiment;
 pub mod files;
+pub mod kernels;
 pub mod label;
 pub mod llm;
+pub mod progress;
+pub mod report;
 pub mod scores;
 pub mod student;
 pub mod teacher;

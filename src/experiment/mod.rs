@@ -1,0 +1,1 @@
+//! Experiments: variants × seeds with honest controls, and their aggregation.

@@ -1,0 +1,1 @@
+//! Reports: results.json → report.md, report.html and plots/*.png.
