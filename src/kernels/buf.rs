@@ -102,7 +102,14 @@ impl Mat {
     }
 }
 
-/// `dst (m×n, row-major, leading dim ldd) (+)= a (m×k) · b (k×n)`.
+/// `dst (m×n) (+)= a (m×k) · b (k×n)`, `dst` row-major with leading dimension `ldd` or, when
+/// `dst_col_major`, column-major with leading dimension `ldd`.
+///
+/// gemm packs the operands into panels; the larger one is cheap to pack only if it is
+/// contiguous along the output dimension it spans. Where both operands are contiguous along the
+/// reduction instead (the weight gradient `dY · colᵀ`), asking for a column-major result
+/// makes gemm pick the packing that reads the im2col matrix in order: measured 3× faster for
+/// a 64×576 result over 1024 pixels.
 ///
 /// # Safety
 /// All three operands must be valid for the given shapes and strides, and `dst` must not alias
@@ -114,6 +121,7 @@ pub(crate) unsafe fn sgemm(
     k: usize,
     dst: *mut f32,
     ldd: usize,
+    dst_col_major: bool,
     accumulate: bool,
     a: Mat,
     b: Mat,
@@ -122,10 +130,13 @@ pub(crate) unsafe fn sgemm(
     if m == 0 || n == 0 {
         return;
     }
+    let (drs, dcs) = if dst_col_major { (1, ldd) } else { (ldd, 1) };
     if k == 0 {
         if !accumulate {
             for i in 0..m {
-                std::slice::from_raw_parts_mut(dst.add(i * ldd), n).fill(0.0);
+                for j in 0..n {
+                    *dst.add(i * drs + j * dcs) = 0.0;
+                }
             }
         }
         return;
@@ -140,8 +151,8 @@ pub(crate) unsafe fn sgemm(
         n,
         k,
         dst,
-        1,
-        ldd as isize,
+        dcs as isize,
+        drs as isize,
         accumulate,
         a.ptr,
         a.cs,
@@ -156,4 +167,19 @@ pub(crate) unsafe fn sgemm(
         false,
         par,
     );
+}
+
+/// `dst (cols × rows) = srcᵀ` for a row-major `rows × cols` `src`, in 16×16 tiles so both
+/// sides stay in cache (a plain double loop strides through `dst` a whole row per element).
+pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const T: usize = 16;
+    for r0 in (0..rows).step_by(T) {
+        for c0 in (0..cols).step_by(T) {
+            for r in r0..(r0 + T).min(rows) {
+                for c in c0..(c0 + T).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
 }

@@ -346,6 +346,56 @@ fn pool_fallback(x: &Tensor, g: &PoolGeom, kind: PoolKind) -> Result<Tensor> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Residual sum
+
+/// `relu(a + b)` in one pass, the end of every ResNet block. candle runs it as an add and a
+/// ReLU forward and, backward, as a comparison, a cast, a multiply and two gradient sums;
+/// here the backward is one masked copy shared by both inputs.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.dims() != b.dims() {
+        candle_core::bail!("add_relu: shapes {:?} and {:?} differ", a.dims(), b.dims())
+    }
+    if is_cpu_f32(a) && is_cpu_f32(b) {
+        return a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu);
+    }
+    (a + b)?.relu()
+}
+
+struct AddRelu;
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "makd-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let a = f32_data(s1, l1, self.name())?;
+        let b = f32_data(s2, l2, self.name())?;
+        Ok((CpuStorage::F32(norm::add_relu(a, b)), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = with_f32(res, self.name(), |y| {
+            with_f32(grad, self.name(), |dy| Ok(norm::relu_grad(y, dy)))
+        })?;
+        let g = Tensor::from_vec(g, a.shape(), a.device())?;
+        Ok((Some(g.clone()), Some(g)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Batch normalisation
 
 /// Training-mode batch norm of `x` `[N, C, ...]` with batch statistics: returns

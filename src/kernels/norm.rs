@@ -209,3 +209,47 @@ pub(crate) fn backward(
         .unzip();
     (dx, dgamma, dbeta)
 }
+
+multiversion! {
+    fn add_relu_chunk(a: &[f32], b: &[f32], y: &mut [f32]) {
+        for ((o, &u), &v) in y.iter_mut().zip(a).zip(b) {
+            let t = u + v;
+            *o = if t > 0.0 { t } else { 0.0 };
+        }
+    }
+}
+
+multiversion! {
+    fn relu_grad_chunk(y: &[f32], dy: &[f32], dx: &mut [f32]) {
+        for ((o, &u), &d) in dx.iter_mut().zip(y).zip(dy) {
+            *o = if u > 0.0 { d } else { 0.0 };
+        }
+    }
+}
+
+/// Elements per parallel task of the elementwise kernels.
+const ELEMWISE_CHUNK: usize = 1 << 15;
+
+/// `max(a + b, 0)`.
+pub(crate) fn add_relu(a: &[f32], b: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; a.len()];
+    y.par_chunks_mut(ELEMWISE_CHUNK)
+        .zip(
+            a.par_chunks(ELEMWISE_CHUNK)
+                .zip(b.par_chunks(ELEMWISE_CHUNK)),
+        )
+        .for_each(|(yc, (ac, bc))| add_relu_chunk(ac, bc, yc));
+    y
+}
+
+/// `dy` where the ReLU output `y` is positive, else 0.
+pub(crate) fn relu_grad(y: &[f32], dy: &[f32]) -> Vec<f32> {
+    let mut dx = vec![0f32; y.len()];
+    dx.par_chunks_mut(ELEMWISE_CHUNK)
+        .zip(
+            y.par_chunks(ELEMWISE_CHUNK)
+                .zip(dy.par_chunks(ELEMWISE_CHUNK)),
+        )
+        .for_each(|(dc, (yc, gc))| relu_grad_chunk(yc, gc, dc));
+    dx
+}

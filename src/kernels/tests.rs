@@ -558,3 +558,29 @@ fn batch_norm_layer_matches_candle_in_train_and_eval() {
     let b = f64s(&values(&theirs.forward_t(&x, false).unwrap()));
     assert_close("eval y", &a, &b, 1e-5);
 }
+
+#[test]
+fn add_relu_matches_candle_forward_and_gradients() {
+    let dims = [3, 4, 5, 7];
+    let a = var(uniform(420, 40), &dims);
+    let b = var(uniform(420, 41), &dims);
+    let r = uniform(420, 42);
+    let ours = add_relu(a.as_tensor(), b.as_tensor()).unwrap();
+    let theirs = (a.as_tensor() + b.as_tensor()).unwrap().relu().unwrap();
+    assert_eq!(values(&ours), values(&theirs));
+    let g_ours = grads_of(&ours, &r, &[&a, &b]);
+    let g_theirs = grads_of(&theirs, &r, &[&a, &b]);
+    assert_eq!(g_ours, g_theirs);
+    // Where a + b > 0 the gradient passes to both inputs, elsewhere to neither.
+    let (av, bv) = (values(a.as_tensor()), values(b.as_tensor()));
+    for i in 0..420 {
+        let want = if av[i] + bv[i] > 0.0 { r[i] } else { 0.0 };
+        assert_eq!(g_ours[0][i], want);
+        assert_eq!(g_ours[1][i], want);
+    }
+    assert!(add_relu(
+        a.as_tensor(),
+        &Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap()
+    )
+    .is_err());
+}
