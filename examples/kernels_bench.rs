@@ -5,9 +5,12 @@
 //! cargo run --release --example kernels_bench -- [--size 32] [--batch 32] [--reps 5] [--no-candle] [--cpu-time] [--only SUBSTRING]
 //! ```
 //!
-//! Each row is one convolution: forward alone, then forward + backward (input and weight
-//! gradients) through autograd with `sum_all().backward()`, both as candle tensors so the two
-//! implementations pay the same graph overhead. Peak fp32 is measured here with a register-only
+//! Each row is one convolution: our kernels on raw slices (forward, then backward for input and
+//! weight gradients), then forward + backward through autograd with `sum_all().backward()` as
+//! candle tensors, for ours and candle's conv, so both pay the same graph overhead. GFLOP/s
+//! counts the direct convolution's flops (3 × forward); the 3×3 stride-1 layers run Winograd
+//! F(2×2, 3×3) for forward and input gradient, which needs 2.25× fewer multiplies there, so
+//! their figure is an effective rate and can exceed the machine's peak. Peak fp32 is measured here with a register-only
 //! FMA loop (AVX-512 if the CPU has it) on 1 and on all threads, and also computed from the
 //! nominal clock as cores × 2 FMA pipes × lanes × 2 flops × GHz.
 

@@ -18,7 +18,7 @@ use candle_core::{bail, Result};
 use rayon::prelude::*;
 
 use super::buf::{sgemm, transpose, with_scratch, Mat, SyncPtr};
-use super::depthwise;
+use super::{depthwise, winograd};
 
 /// Shapes of one convolution: input `[n, c, h, w]`, weight `[o, c / groups, kh, kw]`, output
 /// `[n, o, oh, ow]`; square stride and padding, dilation 1.
@@ -136,12 +136,81 @@ pub(crate) fn valid_range(
     (lo.min(hi), hi)
 }
 
+/// For stride-1 convolutions that keep the width (`ow == w`, the 3×3 pad-1 case), an im2col
+/// row is the input plane shifted by `(ky − pad)·w + kx − pad` elements: one block copy per
+/// tap instead of one small copy per output row (rows are only 4–32 floats in small layers),
+/// then the few columns that wrapped around are zeroed.
+#[derive(Clone, Copy, Debug)]
+struct Shift {
+    /// Offset from output index to input index.
+    shift: isize,
+    /// Output index range copied as a block.
+    a: usize,
+    b: usize,
+    /// Output rows inside the image and, within them, the valid columns.
+    oy0: usize,
+    oy1: usize,
+    ox0: usize,
+    ox1: usize,
+}
+
+struct Shifts;
+
+impl Shifts {
+    /// The per-tap shifts (row-major over ky, kx), or `None` if the fast path does not apply.
+    fn new(g: &ConvGeom) -> Option<Vec<Shift>> {
+        if g.stride != 1 || g.ow != g.w {
+            return None;
+        }
+        let (h, w, ow, pad) = (g.h, g.w, g.ow, g.pad);
+        let hw = (h * w) as isize;
+        let mut out = Vec::with_capacity(g.kh * g.kw);
+        for ky in 0..g.kh {
+            let (oy0, oy1) = valid_range(ky, pad, 1, h, g.oh);
+            for kx in 0..g.kw {
+                let (ox0, ox1) = valid_range(kx, pad, 1, w, ow);
+                let shift = (ky as isize - pad as isize) * w as isize + kx as isize - pad as isize;
+                let a = ((oy0 * ow) as isize).max(-shift).max(0) as usize;
+                let b = ((oy1 * ow) as isize).min(hw - shift).max(a as isize) as usize;
+                out.push(Shift {
+                    shift,
+                    a,
+                    b,
+                    oy0,
+                    oy1,
+                    ox0,
+                    ox1,
+                });
+            }
+        }
+        Some(out)
+    }
+}
+
 /// Writes group `gi` of one image `x` (`[c, h, w]`) as im2col rows into `col` (leading
 /// dimension `ld`), columns `off..off + P`.
 fn im2col(g: &ConvGeom, x: &[f32], gi: usize, col: &mut [f32], ld: usize, off: usize) {
     let (h, w, ow, s, pad) = (g.h, g.w, g.ow, g.stride, g.pad);
     let p = g.p();
     let cg = g.cg();
+    if let Some(shifts) = Shifts::new(g) {
+        for ci in 0..cg {
+            let plane = &x[(gi * cg + ci) * h * w..][..h * w];
+            for (r, sh) in shifts.iter().enumerate() {
+                let row = &mut col[(ci * g.kh * g.kw + r) * ld + off..][..p];
+                row[..sh.a].fill(0.0);
+                row[sh.b..].fill(0.0);
+                let src = (sh.a as isize + sh.shift) as usize;
+                row[sh.a..sh.b].copy_from_slice(&plane[src..src + (sh.b - sh.a)]);
+                // The block copy wrapped these columns around from the neighbouring row.
+                for oy in sh.oy0..sh.oy1 {
+                    row[oy * ow..oy * ow + sh.ox0].fill(0.0);
+                    row[oy * ow + sh.ox1..(oy + 1) * ow].fill(0.0);
+                }
+            }
+        }
+        return;
+    }
     for ci in 0..cg {
         let plane = &x[(gi * cg + ci) * h * w..][..h * w];
         for ky in 0..g.kh {
@@ -174,10 +243,31 @@ fn im2col(g: &ConvGeom, x: &[f32], gi: usize, col: &mut [f32], ld: usize, off: u
 }
 
 /// The adjoint of [`im2col`]: adds columns `off..off + P` of `col` onto group `gi` of `dx`.
-fn col2im(g: &ConvGeom, col: &[f32], ld: usize, off: usize, dx: &mut [f32], gi: usize) {
+fn col2im(g: &ConvGeom, col: &mut [f32], ld: usize, off: usize, dx: &mut [f32], gi: usize) {
     let (h, w, ow, s, pad) = (g.h, g.w, g.ow, g.stride, g.pad);
     let p = g.p();
     let cg = g.cg();
+    if let Some(shifts) = Shifts::new(g) {
+        for ci in 0..cg {
+            let plane = &mut dx[(gi * cg + ci) * h * w..][..h * w];
+            for (r, sh) in shifts.iter().enumerate() {
+                let row = &mut col[(ci * g.kh * g.kw + r) * ld + off..][..p];
+                // Columns that fall outside the image must not wrap into the next row.
+                for oy in sh.oy0..sh.oy1 {
+                    row[oy * ow..oy * ow + sh.ox0].fill(0.0);
+                    row[oy * ow + sh.ox1..(oy + 1) * ow].fill(0.0);
+                }
+                let dst = (sh.a as isize + sh.shift) as usize;
+                for (d, v) in plane[dst..dst + (sh.b - sh.a)]
+                    .iter_mut()
+                    .zip(&row[sh.a..sh.b])
+                {
+                    *d += v;
+                }
+            }
+        }
+        return;
+    }
     for ci in 0..cg {
         let plane = &mut dx[(gi * cg + ci) * h * w..][..h * w];
         for ky in 0..g.kh {
@@ -228,6 +318,9 @@ fn images_per_chunk(g: &ConvGeom) -> usize {
 pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
     if g.one_input_channel_per_output() {
         return depthwise::forward(g, x, w);
+    }
+    if winograd::applies(g) {
+        return winograd::forward(g, x, w);
     }
     let mut y = vec![0f32; g.n * g.o * g.p()];
     if y.is_empty() {
@@ -291,6 +384,11 @@ pub fn backward(
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     if g.one_input_channel_per_output() {
         return depthwise::backward(g, x, w, dy, need_dx, need_dw);
+    }
+    if need_dx && winograd::applies(g) {
+        let dx = winograd::input_grad(g, w, dy);
+        let (_, dw) = backward(g, x, w, dy, false, need_dw);
+        return (Some(dx), dw);
     }
     let img_in = g.c * g.h * g.w;
     let mut dx = if need_dx {
@@ -414,7 +512,7 @@ fn backward_chunk(
                     // SAFETY: Wᵀ is kg×og, dyt og×ld, col kg×ld (no longer needed as im2col).
                     unsafe { sgemm(kg, ld, og, col.as_mut_ptr(), ld, false, false, wt, dyt, par) };
                     for j in 0..nb {
-                        col2im(g, col, ld, j * p, &mut dx[j * img_in..], gi);
+                        col2im(g, &mut *col, ld, j * p, &mut dx[j * img_in..], gi);
                     }
                 }
             }

@@ -27,6 +27,7 @@ mod reference;
 mod simd;
 #[cfg(test)]
 mod tests;
+mod winograd;
 
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Module, ModuleT, Result, Shape,

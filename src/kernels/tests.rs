@@ -171,6 +171,8 @@ fn conv_dense_matches_reference_and_finite_differences() {
         case(5, 6, 5, 5, 4, 1, 1, 0, 1), // 1×1 pointwise, chunks of several images
         case(5, 6, 6, 5, 8, 1, 2, 0, 1), // 1×1 stride-2 projection shortcut
         case(7, 9, 5, 6, 11, 3, 1, 1, 1), // several images per chunk and a short last chunk
+        case(3, 16, 7, 6, 17, 3, 1, 1, 1), // Winograd: odd height clips the last tile row
+        case(2, 17, 4, 5, 16, 3, 1, 1, 1), // Winograd: odd width
     ];
     for (i, cc) in cases.into_iter().enumerate() {
         check_conv(cc, 10 * i as u64);
@@ -220,7 +222,7 @@ fn conv_hand_computed() {
 
 #[test]
 fn conv_matches_candle_forward_and_autograd() {
-    for (s, p, k) in [(1, 1, 3), (2, 1, 3), (1, 0, 1), (2, 3, 7)] {
+    for (s, p, k) in [(1, 1, 3), (2, 1, 3), (1, 0, 1), (2, 3, 7), (1, 2, 5)] {
         let (xd, wd) = ([4, 16, 12, 10], [24, 16, k, k]);
         let x = var(uniform(xd.iter().product(), 7), &xd);
         let w = var(uniform(wd.iter().product(), 8), &wd);
