@@ -154,37 +154,33 @@ struct Shift {
     ox1: usize,
 }
 
-struct Shifts;
-
-impl Shifts {
-    /// The per-tap shifts (row-major over ky, kx), or `None` if the fast path does not apply.
-    fn new(g: &ConvGeom) -> Option<Vec<Shift>> {
-        if g.stride != 1 || g.ow != g.w {
-            return None;
-        }
-        let (h, w, ow, pad) = (g.h, g.w, g.ow, g.pad);
-        let hw = (h * w) as isize;
-        let mut out = Vec::with_capacity(g.kh * g.kw);
-        for ky in 0..g.kh {
-            let (oy0, oy1) = valid_range(ky, pad, 1, h, g.oh);
-            for kx in 0..g.kw {
-                let (ox0, ox1) = valid_range(kx, pad, 1, w, ow);
-                let shift = (ky as isize - pad as isize) * w as isize + kx as isize - pad as isize;
-                let a = ((oy0 * ow) as isize).max(-shift).max(0) as usize;
-                let b = ((oy1 * ow) as isize).min(hw - shift).max(a as isize) as usize;
-                out.push(Shift {
-                    shift,
-                    a,
-                    b,
-                    oy0,
-                    oy1,
-                    ox0,
-                    ox1,
-                });
-            }
-        }
-        Some(out)
+/// The per-tap shifts (row-major over ky, kx), or `None` if the fast path does not apply.
+fn shifts(g: &ConvGeom) -> Option<Vec<Shift>> {
+    if g.stride != 1 || g.ow != g.w {
+        return None;
     }
+    let (h, w, ow, pad) = (g.h, g.w, g.ow, g.pad);
+    let hw = (h * w) as isize;
+    let mut out = Vec::with_capacity(g.kh * g.kw);
+    for ky in 0..g.kh {
+        let (oy0, oy1) = valid_range(ky, pad, 1, h, g.oh);
+        for kx in 0..g.kw {
+            let (ox0, ox1) = valid_range(kx, pad, 1, w, ow);
+            let shift = (ky as isize - pad as isize) * w as isize + kx as isize - pad as isize;
+            let a = ((oy0 * ow) as isize).max(-shift).max(0) as usize;
+            let b = ((oy1 * ow) as isize).min(hw - shift).max(a as isize) as usize;
+            out.push(Shift {
+                shift,
+                a,
+                b,
+                oy0,
+                oy1,
+                ox0,
+                ox1,
+            });
+        }
+    }
+    Some(out)
 }
 
 /// Writes group `gi` of one image `x` (`[c, h, w]`) as im2col rows into `col` (leading
@@ -193,7 +189,7 @@ fn im2col(g: &ConvGeom, x: &[f32], gi: usize, col: &mut [f32], ld: usize, off: u
     let (h, w, ow, s, pad) = (g.h, g.w, g.ow, g.stride, g.pad);
     let p = g.p();
     let cg = g.cg();
-    if let Some(shifts) = Shifts::new(g) {
+    if let Some(shifts) = shifts(g) {
         for ci in 0..cg {
             let plane = &x[(gi * cg + ci) * h * w..][..h * w];
             for (r, sh) in shifts.iter().enumerate() {
@@ -247,7 +243,7 @@ fn col2im(g: &ConvGeom, col: &mut [f32], ld: usize, off: usize, dx: &mut [f32], 
     let (h, w, ow, s, pad) = (g.h, g.w, g.ow, g.stride, g.pad);
     let p = g.p();
     let cg = g.cg();
-    if let Some(shifts) = Shifts::new(g) {
+    if let Some(shifts) = shifts(g) {
         for ci in 0..cg {
             let plane = &mut dx[(gi * cg + ci) * h * w..][..h * w];
             for (r, sh) in shifts.iter().enumerate() {

@@ -189,6 +189,7 @@ fn input_transform(g: &ConvGeom, x: &[f32], v: &mut [f32], t: usize, off: usize)
 }
 
 multiversion! {
+    #[allow(clippy::needless_range_loop)]
     fn transform_lanes(rows: &[f32], len: usize, tx0: usize, out: &mut [[f32; L]; 16]) {
         // d[i][k] for lane l is rows[2i + k % 2][tx0 + l + k / 2].
         let tap = |i: usize, k: usize| -> &[f32] { &rows[(2 * i + k % 2) * len + tx0 + k / 2..][..L] };
@@ -216,6 +217,7 @@ multiversion! {
 }
 
 /// `y[o][2ty.., 2tx..] = (Aᵀ m A)` for every tile of one image, clipped at odd edges.
+#[allow(clippy::needless_range_loop)]
 fn output_transform(g: &ConvGeom, m: &[f32], t: usize, off: usize, y: &mut [f32]) {
     let (h, w) = (g.h, g.w);
     let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
@@ -254,6 +256,7 @@ fn output_transform(g: &ConvGeom, m: &[f32], t: usize, off: usize, y: &mut [f32]
 multiversion! {
     /// `out[2i + k] = (Aᵀ m A)[i][k]` per lane: rows m0 + m1 + m2 and m1 − m2 − m3, then the
     /// same on columns.
+    #[allow(clippy::needless_range_loop)]
     fn untransform_lanes(mm: &[[f32; L]; 16], out: &mut [[f32; L]; 4]) {
         for l in 0..L {
             let mut r = [[0f32; 4]; 2];
