@@ -267,10 +267,12 @@ impl CustomOp1 for PoolOp {
         ))
     }
 
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+    fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let dx = with_f32(grad, self.name(), |dy| match self.kind {
             PoolKind::Max => with_f32(x, self.name(), |xd| {
-                Ok(pool::max_backward(&self.geom, xd, dy))
+                with_f32(res, self.name(), |yd| {
+                    Ok(pool::max_backward(&self.geom, xd, yd, dy))
+                })
             }),
             PoolKind::Avg { count_include_pad } => {
                 Ok(pool::avg_backward(&self.geom, dy, count_include_pad))

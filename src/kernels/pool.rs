@@ -4,6 +4,8 @@
 use candle_core::{bail, Result};
 use rayon::prelude::*;
 
+use super::simd::multiversion;
+
 /// Shapes of one pooling: input planes `h × w`, output planes `oh × ow`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolGeom {
@@ -116,7 +118,32 @@ fn max_2x2(g: &PoolGeom, x: &[f32], y: &mut [f32]) {
     }
 }
 
-pub(crate) fn max_backward(g: &PoolGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+/// Gradient of the max-pool whose input was `x` and output `y`.
+multiversion! {
+    /// The 2×2/2 backward without a search: the gradient goes to the first of the four
+    /// pixels that equals the pooled output (the first NaN when the output is NaN), the same
+    /// pixel [`argmax`] picks, in branch-free selects the compiler vectorises.
+    fn max_2x2_backward(g: &PoolGeom, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) {
+        let same = |v: f32, m: f32| v == m || (v.is_nan() && m.is_nan());
+        for oy in 0..g.oh {
+            let (r0, r1) = (2 * oy * g.w, (2 * oy + 1) * g.w);
+            for ox in 0..g.ow {
+                let (m, d) = (y[oy * g.ow + ox], dy[oy * g.ow + ox]);
+                let (a, b, c) = (x[r0 + 2 * ox], x[r0 + 2 * ox + 1], x[r1 + 2 * ox]);
+                let sa = same(a, m);
+                let sb = !sa && same(b, m);
+                let sc = !sa && !sb && same(c, m);
+                let sd = !sa && !sb && !sc;
+                dx[r0 + 2 * ox] = if sa { d } else { 0.0 };
+                dx[r0 + 2 * ox + 1] = if sb { d } else { 0.0 };
+                dx[r1 + 2 * ox] = if sc { d } else { 0.0 };
+                dx[r1 + 2 * ox + 1] = if sd { d } else { 0.0 };
+            }
+        }
+    }
+}
+
+pub(crate) fn max_backward(g: &PoolGeom, x: &[f32], y: &[f32], dy: &[f32]) -> Vec<f32> {
     let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
     let mut dx = vec![0f32; g.planes * hw];
     if hw == 0 || ohw == 0 {
@@ -125,6 +152,10 @@ pub(crate) fn max_backward(g: &PoolGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     dx.par_chunks_mut(hw).enumerate().for_each(|(pl, dxp)| {
         let xp = &x[pl * hw..][..hw];
         let dyp = &dy[pl * ohw..][..ohw];
+        if g.k == 2 && g.stride == 2 && g.pad == 0 {
+            max_2x2_backward(g, xp, &y[pl * ohw..][..ohw], dyp, dxp);
+            return;
+        }
         for oy in 0..g.oh {
             for ox in 0..g.ow {
                 dxp[argmax(g, xp, oy, ox)] += dyp[oy * g.ow + ox];

@@ -394,6 +394,27 @@ fn pools_hand_computed() {
         values(g.get(x.as_tensor()).unwrap()),
         [1., 1., 0., 1., 1., 0., 0., 0., 0.]
     );
+    // The 2×2/2 fast path keeps that rule: ties go to the top-left, a NaN wins its window.
+    let x = Var::from_vec(
+        vec![2f32, 2., 1., 5., 0., 3., f32::NAN, 3.],
+        (1, 1, 2, 4),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let y = max_pool2d(x.as_tensor(), 2, 2, 0).unwrap();
+    let yv = values(&y);
+    assert_eq!(yv[0], 3.0);
+    assert!(yv[1].is_nan());
+    let g = (y * Tensor::new(&[[[[10f32, 20.]]]], &Device::Cpu).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_eq!(
+        values(g.get(x.as_tensor()).unwrap()),
+        [0., 0., 0., 0., 0., 10., 20., 0.]
+    );
 }
 
 #[test]

@@ -169,10 +169,14 @@ fn input_transform(g: &ConvGeom, x: &[f32], v: &mut [f32], t: usize, off: usize)
                     continue;
                 }
                 let src = &plane[r as usize * w..][..w];
-                // Padded column q + 1 holds image column q.
-                for (q, &val) in src.iter().enumerate() {
-                    let pc = q + 1;
-                    rows[(2 * i + pc % 2) * len + pc / 2] = val;
+                // Padded column q + 1 holds image column q: even padded columns are the odd
+                // image columns (shifted by one slot), odd padded columns the even ones.
+                let (even, odd) = rows[2 * i * len..(2 * i + 2) * len].split_at_mut(len);
+                for (o, &val) in odd.iter_mut().zip(src.iter().step_by(2)) {
+                    *o = val;
+                }
+                for (e, &val) in even[1..].iter_mut().zip(src.iter().skip(1).step_by(2)) {
+                    *e = val;
                 }
             }
             let base = c * t + off + ty * tw;
