@@ -118,26 +118,32 @@ fn max_2x2(g: &PoolGeom, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// Gradient of the max-pool whose input was `x` and output `y`.
 multiversion! {
     /// The 2×2/2 backward without a search: the gradient goes to the first of the four
     /// pixels that equals the pooled output (the first NaN when the output is NaN), the same
     /// pixel [`argmax`] picks, in branch-free selects the compiler vectorises.
     fn max_2x2_backward(g: &PoolGeom, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) {
         let same = |v: f32, m: f32| v == m || (v.is_nan() && m.is_nan());
+        let w2 = 2 * g.ow;
         for oy in 0..g.oh {
-            let (r0, r1) = (2 * oy * g.w, (2 * oy + 1) * g.w);
-            for ox in 0..g.ow {
-                let (m, d) = (y[oy * g.ow + ox], dy[oy * g.ow + ox]);
-                let (a, b, c) = (x[r0 + 2 * ox], x[r0 + 2 * ox + 1], x[r1 + 2 * ox]);
-                let sa = same(a, m);
-                let sb = !sa && same(b, m);
-                let sc = !sa && !sb && same(c, m);
+            let (top, bottom) = dx[2 * oy * g.w..(2 * oy + 2) * g.w].split_at_mut(g.w);
+            let (x0, x1) = (&x[2 * oy * g.w..][..w2], &x[(2 * oy + 1) * g.w..][..w2]);
+            let (yr, dr) = (&y[oy * g.ow..][..g.ow], &dy[oy * g.ow..][..g.ow]);
+            for ((((t, b), (u, v)), &m), &d) in top[..w2]
+                .chunks_exact_mut(2)
+                .zip(bottom[..w2].chunks_exact_mut(2))
+                .zip(x0.chunks_exact(2).zip(x1.chunks_exact(2)))
+                .zip(yr)
+                .zip(dr)
+            {
+                let sa = same(u[0], m);
+                let sb = !sa && same(u[1], m);
+                let sc = !sa && !sb && same(v[0], m);
                 let sd = !sa && !sb && !sc;
-                dx[r0 + 2 * ox] = if sa { d } else { 0.0 };
-                dx[r0 + 2 * ox + 1] = if sb { d } else { 0.0 };
-                dx[r1 + 2 * ox] = if sc { d } else { 0.0 };
-                dx[r1 + 2 * ox + 1] = if sd { d } else { 0.0 };
+                t[0] = if sa { d } else { 0.0 };
+                t[1] = if sb { d } else { 0.0 };
+                b[0] = if sc { d } else { 0.0 };
+                b[1] = if sd { d } else { 0.0 };
             }
         }
     }
