@@ -1,0 +1,255 @@
+//! Batch normalisation over `[N, C, H·W]` in training mode, optionally fused with the ReLU that
+//! follows it, forward and backward.
+//!
+//! candle-nn's BatchNorm runs about ten tensor passes forward (transpose, contiguous copy, mean,
+//! subtract, square, mean, divide, multiply, add, transpose back) and as many again through
+//! autograd; here the forward is two reads for the statistics and one read + write for the
+//! output, and the backward one read of (x, dy) for the two sums and one pass for dx.
+
+use rayon::prelude::*;
+
+use super::buf::SyncPtr;
+use super::simd::multiversion;
+
+/// Layout of a batch-norm input: `n` images of `c` planes of `hw` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct NormGeom {
+    pub n: usize,
+    pub c: usize,
+    pub hw: usize,
+}
+
+impl NormGeom {
+    /// Values per channel.
+    fn m(&self) -> usize {
+        self.n * self.hw
+    }
+
+    fn plane<'a>(&self, x: &'a [f32], n: usize, ch: usize) -> &'a [f32] {
+        &x[(n * self.c + ch) * self.hw..][..self.hw]
+    }
+}
+
+multiversion! {
+    fn plane_sum(x: &[f32]) -> f64 {
+        let mut acc = [0f32; 16];
+        let chunks = x.chunks_exact(16);
+        let rest: f64 = chunks.remainder().iter().map(|&v| v as f64).sum();
+        for c in chunks {
+            for l in 0..16 {
+                acc[l] += c[l];
+            }
+        }
+        acc.iter().map(|&v| v as f64).sum::<f64>() + rest
+    }
+}
+
+multiversion! {
+    fn plane_sq_dev(x: &[f32], mean: f32) -> f64 {
+        let mut acc = [0f32; 16];
+        let chunks = x.chunks_exact(16);
+        let rest: f64 = chunks.remainder().iter().map(|&v| ((v - mean) as f64).powi(2)).sum();
+        for c in chunks {
+            for l in 0..16 {
+                let d = c[l] - mean;
+                acc[l] += d * d;
+            }
+        }
+        acc.iter().map(|&v| v as f64).sum::<f64>() + rest
+    }
+}
+
+/// Per-channel batch mean and biased variance (two passes: the variance of deviations from the
+/// mean, which stays accurate when |mean| ≫ std).
+pub(crate) fn batch_stats(g: &NormGeom, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let m = g.m().max(1) as f64;
+    (0..g.c)
+        .into_par_iter()
+        .map(|ch| {
+            let mean = ((0..g.n).map(|n| plane_sum(g.plane(x, n, ch))).sum::<f64>() / m) as f32;
+            let var = (0..g.n)
+                .map(|n| plane_sq_dev(g.plane(x, n, ch), mean))
+                .sum::<f64>()
+                / m;
+            (mean, var as f32)
+        })
+        .unzip()
+}
+
+/// Per-channel `y = x · scale + shift` (then ReLU if asked) as `(scale, shift)`.
+pub(crate) fn affine_coefficients(
+    mean: &[f32],
+    invstd: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+) -> Vec<(f32, f32)> {
+    (0..mean.len())
+        .map(|c| {
+            let a = gamma[c] * invstd[c];
+            (a, beta[c] - mean[c] * a)
+        })
+        .collect()
+}
+
+multiversion! {
+    fn plane_affine(x: &[f32], a: f32, b: f32, relu: bool, y: &mut [f32]) {
+        if relu {
+            for (o, &v) in y.iter_mut().zip(x) {
+                let t = v * a + b;
+                *o = if t > 0.0 { t } else { 0.0 };
+            }
+        } else {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = v * a + b;
+            }
+        }
+    }
+}
+
+/// `y = x · scale_c + shift_c`, with ReLU when `relu`.
+pub(crate) fn apply(g: &NormGeom, x: &[f32], coef: &[(f32, f32)], relu: bool) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    if g.hw == 0 {
+        return y;
+    }
+    y.par_chunks_mut(g.hw)
+        .zip(x.par_chunks(g.hw))
+        .enumerate()
+        .for_each(|(pl, (yp, xp))| {
+            let (a, b) = coef[pl % g.c];
+            plane_affine(xp, a, b, relu, yp);
+        });
+    y
+}
+
+multiversion! {
+    /// Σ dy' and Σ dy'·(x − mean) over a plane, where dy' is dy masked by the ReLU (if fused):
+    /// the output was positive exactly where `x · a + b > 0`.
+    fn plane_grad_sums(x: &[f32], dy: &[f32], mean: f32, a: f32, b: f32, relu: bool) -> (f64, f64) {
+        let mut s1 = [0f32; 16];
+        let mut s2 = [0f32; 16];
+        let n = x.len() / 16 * 16;
+        for (xc, dc) in x[..n].chunks_exact(16).zip(dy[..n].chunks_exact(16)) {
+            for l in 0..16 {
+                let d = if !relu || xc[l] * a + b > 0.0 { dc[l] } else { 0.0 };
+                s1[l] += d;
+                s2[l] += d * (xc[l] - mean);
+            }
+        }
+        let mut t1: f64 = s1.iter().map(|&v| v as f64).sum();
+        let mut t2: f64 = s2.iter().map(|&v| v as f64).sum();
+        for (&xv, &dv) in x[n..].iter().zip(&dy[n..]) {
+            let d = if !relu || xv * a + b > 0.0 { dv } else { 0.0 };
+            t1 += d as f64;
+            t2 += (d * (xv - mean)) as f64;
+        }
+        (t1, t2)
+    }
+}
+
+multiversion! {
+    /// `dx = a·dy' + k·x + k0`, the batch-norm input gradient with the channel sums folded into
+    /// `k` and `k0`.
+    fn plane_input_grad(x: &[f32], dy: &[f32], a: f32, b: f32, k: f32, k0: f32, relu: bool, dx: &mut [f32]) {
+        for ((o, &xv), &dv) in dx.iter_mut().zip(x).zip(dy) {
+            let d = if !relu || xv * a + b > 0.0 { dv } else { 0.0 };
+            *o = a * d + k * xv + k0;
+        }
+    }
+}
+
+/// Gradients `(dx, dgamma, dbeta)` of `y = (relu)((x − mean) · invstd · gamma + beta)` with
+/// mean and invstd the batch statistics of `x` (so they depend on `x` too).
+pub(crate) fn backward(
+    g: &NormGeom,
+    x: &[f32],
+    dy: &[f32],
+    mean: &[f32],
+    invstd: &[f32],
+    coef: &[(f32, f32)],
+    relu: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let m = g.m().max(1) as f64;
+    let mut dx = vec![0f32; x.len()];
+    let dx_ptr = SyncPtr(dx.as_mut_ptr());
+    let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = (0..g.c)
+        .into_par_iter()
+        .map(|ch| {
+            let (a, b) = coef[ch];
+            let (mu, is) = (mean[ch], invstd[ch]);
+            let (mut sum_dy, mut sum_dy_xc) = (0f64, 0f64);
+            for n in 0..g.n {
+                let (s1, s2) =
+                    plane_grad_sums(g.plane(x, n, ch), g.plane(dy, n, ch), mu, a, b, relu);
+                sum_dy += s1;
+                sum_dy_xc += s2;
+            }
+            // dx = a·(dy' − mean(dy') − (x − μ)·invstd²·mean(dy'·(x − μ)))
+            let mdy = sum_dy / m;
+            let mdyxc = sum_dy_xc / m;
+            let is2 = (is as f64) * (is as f64);
+            let k = -(a as f64) * is2 * mdyxc;
+            let k0 = -(a as f64) * mdy - k * mu as f64;
+            for n in 0..g.n {
+                // SAFETY: each channel task writes only its own planes of `dx`.
+                let dxp = unsafe { dx_ptr.slice((n * g.c + ch) * g.hw, g.hw) };
+                plane_input_grad(
+                    g.plane(x, n, ch),
+                    g.plane(dy, n, ch),
+                    a,
+                    b,
+                    k as f32,
+                    k0 as f32,
+                    relu,
+                    dxp,
+                );
+            }
+            ((sum_dy_xc * is as f64) as f32, sum_dy as f32)
+        })
+        .unzip();
+    (dx, dgamma, dbeta)
+}
+
+multiversion! {
+    fn add_relu_chunk(a: &[f32], b: &[f32], y: &mut [f32]) {
+        for ((o, &u), &v) in y.iter_mut().zip(a).zip(b) {
+            let t = u + v;
+            *o = if t > 0.0 { t } else { 0.0 };
+        }
+    }
+}
+
+multiversion! {
+    fn relu_grad_chunk(y: &[f32], dy: &[f32], dx: &mut [f32]) {
+        for ((o, &u), &d) in dx.iter_mut().zip(y).zip(dy) {
+            *o = if u > 0.0 { d } else { 0.0 };
+        }
+    }
+}
+
+/// Elements per parallel task of the elementwise kernels.
+const ELEMWISE_CHUNK: usize = 1 << 15;
+
+/// `max(a + b, 0)`.
+pub(crate) fn add_relu(a: &[f32], b: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; a.len()];
+    y.par_chunks_mut(ELEMWISE_CHUNK)
+        .zip(
+            a.par_chunks(ELEMWISE_CHUNK)
+                .zip(b.par_chunks(ELEMWISE_CHUNK)),
+        )
+        .for_each(|(yc, (ac, bc))| add_relu_chunk(ac, bc, yc));
+    y
+}
+
+/// `dy` where the ReLU output `y` is positive, else 0.
+pub(crate) fn relu_grad(y: &[f32], dy: &[f32]) -> Vec<f32> {
+    let mut dx = vec![0f32; y.len()];
+    dx.par_chunks_mut(ELEMWISE_CHUNK)
+        .zip(
+            y.par_chunks(ELEMWISE_CHUNK)
+                .zip(dy.par_chunks(ELEMWISE_CHUNK)),
+        )
+        .for_each(|(dc, (yc, gc))| relu_grad_chunk(yc, gc, dc));
+    dx
+}
