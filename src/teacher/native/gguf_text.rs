@@ -5,11 +5,12 @@ use crate::error::{input, Error, Result};
 use crate::teacher::native::tokenizer::Tokenizer;
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
-use candle_transformers::models::{quantized_gemma3, quantized_qwen2, quantized_qwen3};
+use crate::teacher::native::gemma3::Gemma3;
+use candle_transformers::models::{quantized_qwen2, quantized_qwen3};
 use std::path::Path;
 
 enum Weights {
-    Gemma3(quantized_gemma3::ModelWeights),
+    Gemma3(Gemma3),
     Qwen2(quantized_qwen2::ModelWeights),
     Qwen3(quantized_qwen3::ModelWeights),
 }
@@ -56,7 +57,7 @@ impl GgufText {
         let device = Device::Cpu;
         let weights = match architecture.as_str() {
             "gemma3" => Weights::Gemma3(
-                quantized_gemma3::ModelWeights::from_gguf(ct, &mut file, &device)
+                Gemma3::from_gguf(&ct, &mut file, &device)
                     .map_err(|e| model_err(path, e))?,
             ),
             "qwen2" => Weights::Qwen2(
@@ -89,7 +90,7 @@ impl GgufText {
             let x = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
             // Each prompt is independent: start from an empty KV cache at position 0.
             let logits = match &mut self.weights {
-                Weights::Gemma3(m) => m.forward(&x, 0)?,
+                Weights::Gemma3(m) => m.forward_last(ids)?.unsqueeze(0)?,
                 Weights::Qwen2(m) => {
                     m.clear_kv_cache();
                     m.forward(&x, 0)?

@@ -7,6 +7,7 @@
 //! same file. P(yes) comes from the full next-token distribution: every vocabulary token whose
 //! piece normalises to a Yes (No) variant counts, so nothing is ever floored by a top-k cut.
 
+pub mod gemma3;
 pub mod gguf_text;
 pub mod tokenizer;
 
