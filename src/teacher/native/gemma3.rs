@@ -181,7 +181,10 @@ impl Gemma3 {
                 .reshape((nkv, group * n, n))?;
             let att = candle_nn::ops::softmax_last_dim(&att)?;
             let o = att.matmul(&v)?; // (nkv, group*n, hd) = (heads, n, hd)
-            let o = o.reshape((nh, n, hd))?.transpose(0, 1)?.reshape((n, nh * hd))?;
+            let o = o
+                .reshape((nh, n, hd))?
+                .transpose(0, 1)?
+                .reshape((n, nh * hd))?;
             let o = rms(&l.wo.forward(&o)?, &l.post_attn_norm)?;
             x = (x + o)?;
 
@@ -195,4 +198,3 @@ impl Gemma3 {
         self.output.forward(&last)?.squeeze(0)?.to_dtype(DType::F32)
     }
 }
-

@@ -2,10 +2,10 @@
 //! `general.architecture`, run by candle-transformers' quantized models on the CPU.
 
 use crate::error::{input, Error, Result};
+use crate::teacher::native::gemma3::Gemma3;
 use crate::teacher::native::tokenizer::Tokenizer;
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
-use crate::teacher::native::gemma3::Gemma3;
 use candle_transformers::models::{quantized_qwen2, quantized_qwen3};
 use std::path::Path;
 

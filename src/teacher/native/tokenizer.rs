@@ -66,17 +66,16 @@ impl Tokenizer {
         let model = meta(ct, "tokenizer.ggml.model", at)?
             .to_string()
             .map_err(|_| bad("tokenizer.ggml.model", at))?;
-        let kind = match model.as_str() {
-            "llama" => Kind::Spm,
-            "gpt2" => Kind::Bpe,
-            other => {
-                return Err(input(
+        let kind =
+            match model.as_str() {
+                "llama" => Kind::Spm,
+                "gpt2" => Kind::Bpe,
+                other => return Err(input(
                     format!("tokenizer model `{other}` is not supported"),
                     at,
                     "supported: `llama` (SentencePiece, Gemma) and `gpt2` (byte-level BPE, Qwen)",
-                ))
-            }
-        };
+                )),
+            };
         let tokens: Vec<String> = meta(ct, "tokenizer.ggml.tokens", at)?
             .to_vec()
             .map_err(|_| bad("tokenizer.ggml.tokens", at))?
@@ -123,7 +122,9 @@ impl Tokenizer {
                 .to_vec()
                 .map_err(|_| bad("tokenizer.ggml.merges", at))?;
             for (rank, m) in list.iter().enumerate() {
-                let m = m.to_string().map_err(|_| bad("tokenizer.ggml.merges", at))?;
+                let m = m
+                    .to_string()
+                    .map_err(|_| bad("tokenizer.ggml.merges", at))?;
                 if let Some((l, r)) = m.split_once(' ') {
                     merges.insert((l.to_string(), r.to_string()), rank);
                 }
@@ -132,9 +133,7 @@ impl Tokenizer {
         let mut specials: Vec<(String, u32)> = tokens
             .iter()
             .enumerate()
-            .filter(|(i, t)| {
-                !t.is_empty() && matches!(types[*i], TYPE_CONTROL | TYPE_USER_DEFINED)
-            })
+            .filter(|(i, t)| !t.is_empty() && matches!(types[*i], TYPE_CONTROL | TYPE_USER_DEFINED))
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
         // Longest first, so `\n\n` wins over `\n`; stable, so equal lengths keep vocabulary order.
@@ -511,4 +510,29 @@ pub fn pretokenize(text: &str) -> Vec<&str> {
         i = j.max(i + 1);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qwen2_pretokenizer_splits() {
+        assert_eq!(
+            pretokenize("Hello world's 123 (ok)!\n\n  end  "),
+            vec![
+                // `\s+(?!\S)` leaves the last space to the word: "  end" → " ", " end".
+                "Hello", " world", "'s", " ", "1", "2", "3", " (", "ok", ")!\n\n", " ", " end", "  "
+            ]
+        );
+        assert_eq!(pretokenize("a\u{e9}b?"), vec!["a\u{e9}b", "?"]);
+    }
+
+    #[test]
+    fn gpt2_byte_map() {
+        assert_eq!(byte_char(b'A'), 'A');
+        assert_eq!(byte_char(b' '), 'Ġ');
+        assert_eq!(byte_char(b'\n'), 'Ċ');
+        assert_eq!(char_byte('Ġ'), b' ');
+    }
 }
