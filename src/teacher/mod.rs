@@ -8,6 +8,7 @@
 //! Implementations: [`table`] (values from an annotation file), [`openai`] (any OpenAI-compatible
 //! server with logprobs). [`yesno`] turns Yes/No token logits into P(yes) for every backend.
 
+pub mod native;
 pub mod openai;
 pub mod table;
 pub mod yesno;
