@@ -41,8 +41,9 @@ struct RunArgs {
     #[arg(long, value_name = "FILE", required = true)]
     aspects: Option<PathBuf>,
 
-    /// Who answers: `table` (an annotation file, --table) or `openai` (an OpenAI-compatible
-    /// server with logprobs, --endpoint/--model).
+    /// Who answers: `table` (an annotation file, --table), `openai` (an OpenAI-compatible
+    /// server with logprobs, --endpoint/--model) or `text` (a local GGUF LLM, --model FILE.gguf,
+    /// with --mode class).
     #[arg(long, value_enum, required = true)]
     backend: Option<Backend>,
 
@@ -95,6 +96,9 @@ struct MergeArgs {
 enum Backend {
     Table,
     Openai,
+    /// A text-only GGUF LLM run in-process by candle (Gemma 3, Qwen2, Qwen3); `--model FILE.gguf`,
+    /// class mode only.
+    Text,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,6 +152,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Arc::new(TableTeacher::load(&table, &aspects)?)
         }
         Backend::Openai => Arc::from(makd::teacher::openai::build(&args.openai.options(mode))?),
+        Backend::Text => {
+            let model = args.openai.model.clone().context("--model FILE.gguf is required with --backend text")?;
+            if mode != Mode::Class {
+                return Err(makd::error::input(
+                    "a text-only model cannot see images",
+                    "--backend text",
+                    "add --mode class: each class is asked once and its answers go to every image of the class",
+                )
+                .into());
+            }
+            let mut opts = makd::teacher::native::TextOptions {
+                model: model.into(),
+                prompt_template: args.openai.prompt_template.clone(),
+                ..Default::default()
+            };
+            if !args.openai.yes_tokens.is_empty() {
+                opts.yes_tokens = args.openai.yes_tokens.clone();
+            }
+            if !args.openai.no_tokens.is_empty() {
+                opts.no_tokens = args.openai.no_tokens.clone();
+            }
+            Arc::from(makd::teacher::native::build_text(&opts)?)
+        }
     };
     let dataset = open_dataset(&dataset_spec, &args.split)?;
     eprintln!(
