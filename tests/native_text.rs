@@ -170,6 +170,31 @@ fn tiny_gemma3_matches_llama_cpp() {
     let (teacher, server) = start(tiny_gemma3(dir.path()));
     check_tokens(&teacher, &server);
     let (worst, worst_p) = check_logprobs(&teacher, &server);
+    // A text model asked about an image is a user error (exit 2) that points at --mode class.
+    let sample = makd::data::Sample {
+        id: "img0".into(),
+        image: makd::data::RawImage {
+            width: 1,
+            height: 1,
+            channels: 3,
+            pixels: vec![0; 3],
+        },
+        label: 0,
+    };
+    let q = [Question {
+        id: "q".into(),
+        text: "Is it red?".into(),
+        kind: String::new(),
+    }];
+    match teacher.score(Subject::Image(&sample), &q) {
+        Err(makd::error::Error::Input { hint, .. }) => assert!(hint.contains("--mode class")),
+        other => panic!("expected an input error, got {other:?}"),
+    }
+    let info = teacher.info();
+    assert_eq!(info.backend, "text");
+    assert!(info
+        .prompt_template
+        .starts_with("Question: Consider a typical image of a {class}."));
     eprintln!(
         "tiny: max |logprob diff| over top-20 = {worst:.2e}, max |P(yes) diff| = {worst_p:.2e}"
     );
