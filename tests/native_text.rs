@@ -30,6 +30,35 @@ fn gemma() -> Option<PathBuf> {
     (out.status.success() && p.is_file()).then_some(p)
 }
 
+/// Run a generator script of tests/native/ writing `name` into `dir`.
+fn generate(dir: &std::path::Path, script: &str, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/native")
+        .join(script);
+    let st = Command::new(python())
+        .arg(&script)
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run a tests/native generator");
+    assert!(st.success(), "{} failed", script.display());
+    path
+}
+
+#[test]
+fn tiny_qwen3_matches_llama_cpp() {
+    if !have_python("xllamacpp, gguf", "tiny_qwen3_matches_llama_cpp") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (teacher, server) = start(generate(dir.path(), "tiny_qwen3_gguf.py", "q.gguf"));
+    check_tokens(&teacher, &server);
+    let (worst, _) = check_logprobs(&teacher, &server);
+    eprintln!("tiny qwen3: max |logprob diff| over top-20 = {worst:.2e}");
+    assert!(worst < 1e-2, "max |logprob diff| {worst}");
+}
+
 /// The tiny random Gemma 3 GGUF of tests/native/tiny_gemma3_gguf.py, written into `dir`.
 fn tiny_gemma3(dir: &std::path::Path) -> PathBuf {
     let path = dir.join("tiny-gemma3.gguf");
@@ -170,6 +199,31 @@ fn tiny_gemma3_matches_llama_cpp() {
     let (teacher, server) = start(tiny_gemma3(dir.path()));
     check_tokens(&teacher, &server);
     let (worst, worst_p) = check_logprobs(&teacher, &server);
+    // A text model asked about an image is a user error (exit 2) that points at --mode class.
+    let sample = makd::data::Sample {
+        id: "img0".into(),
+        image: makd::data::RawImage {
+            width: 1,
+            height: 1,
+            channels: 3,
+            pixels: vec![0; 3],
+        },
+        label: 0,
+    };
+    let q = [Question {
+        id: "q".into(),
+        text: "Is it red?".into(),
+        kind: String::new(),
+    }];
+    match teacher.score(Subject::Image(&sample), &q) {
+        Err(makd::error::Error::Input { hint, .. }) => assert!(hint.contains("--mode class")),
+        other => panic!("expected an input error, got {other:?}"),
+    }
+    let info = teacher.info();
+    assert_eq!(info.backend, "text");
+    assert!(info
+        .prompt_template
+        .starts_with("Question: Consider a typical image of a {class}."));
     eprintln!(
         "tiny: max |logprob diff| over top-20 = {worst:.2e}, max |P(yes) diff| = {worst_p:.2e}"
     );

@@ -336,11 +336,9 @@ impl Tokenizer {
 
     /// Byte-level BPE on one pre-tokenized word.
     fn bpe(&self, word: &str, out: &mut Vec<u32>) {
+        // No whole-word shortcut: merges decide even when the word itself is a token (only
+        // llama3-style pre-tokenizers skip merges, and those are not supported here).
         let mapped: String = word.bytes().map(byte_char).collect();
-        if let Some(&id) = self.ids.get(&mapped) {
-            out.push(id);
-            return;
-        }
         let mut parts: Vec<String> = mapped.chars().map(|c| c.to_string()).collect();
         loop {
             let best = parts
