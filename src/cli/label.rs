@@ -153,7 +153,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Backend::Openai => Arc::from(makd::teacher::openai::build(&args.openai.options(mode))?),
         Backend::Text => {
-            let model = args.openai.model.clone().context("--model FILE.gguf is required with --backend text")?;
+            let model = args
+                .openai
+                .model
+                .clone()
+                .context("--model FILE.gguf is required with --backend text")?;
             if mode != Mode::Class {
                 return Err(makd::error::input(
                     "a text-only model cannot see images",

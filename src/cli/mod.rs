@@ -45,6 +45,16 @@ enum Command {
     Bench(bench::Args),
 }
 
+/// Whether this invocation trains or evaluates students (our kernels parallelise with rayon), as
+/// opposed to running a native LLM teacher (candle's own matmuls want candle's threads).
+pub fn wants_one_candle_thread() -> bool {
+    let first = std::env::args().nth(1).unwrap_or_default();
+    matches!(
+        first.as_str(),
+        "train" | "eval" | "predict" | "experiment" | "demo" | "bench"
+    )
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Aspects(a) => aspects::run(a),

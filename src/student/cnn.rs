@@ -20,7 +20,7 @@
 use candle_core::{Module, Tensor};
 use candle_nn::{BatchNormConfig, Linear, VarBuilder};
 
-use super::{pool, Act, ConvBnAct, ConvShape, Student};
+use super::{Act, ConvBnAct, ConvShape, Student};
 
 const WIDTHS: [usize; 3] = [32, 64, 128];
 const FEATURES: usize = 128;
@@ -73,7 +73,7 @@ impl Student for SmallCnn {
         for (i, conv) in self.convs.iter().enumerate() {
             xs = conv.forward_t(&xs, train)?;
             if i < last {
-                xs = pool::max_pool2d(&xs, 2, 2, 0)?;
+                xs = crate::kernels::max_pool2d(&xs, 2, 2, 0)?;
             }
         }
         self.fc1.forward(&xs.flatten_from(1)?)?.relu()

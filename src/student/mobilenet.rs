@@ -17,8 +17,9 @@
 //! The small stem (28–64 px images) makes the first conv stride 1; every other layer is
 //! unchanged. Depthwise convs run through [`super::pool::depthwise_conv2d`].
 
+use crate::kernels::BatchNorm;
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, BatchNormConfig, Linear, VarBuilder};
+use candle_nn::{BatchNormConfig, Linear, VarBuilder};
 
 use super::{batch_norm, pool, Act, Conv, ConvBnAct, ConvShape, ResolvedStem, Student};
 

@@ -32,8 +32,9 @@ pub mod resnet;
 use std::fmt;
 use std::str::FromStr;
 
+use crate::kernels::BatchNorm;
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, BatchNormConfig, VarBuilder};
+use candle_nn::{BatchNormConfig, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{self, Result};
@@ -280,7 +281,7 @@ pub fn is_running_stat(name: &str) -> bool {
 
 /// BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1).
 pub(crate) fn batch_norm(channels: usize, vb: VarBuilder) -> candle_core::Result<BatchNorm> {
-    candle_nn::batch_norm(channels, BatchNormConfig::default(), vb)
+    crate::kernels::batch_norm_layer(channels, BatchNormConfig::default(), vb)
 }
 
 /// The activation after a conv + BN.
@@ -307,7 +308,7 @@ impl Act {
 /// [`pool::depthwise_conv2d`] because candle runs a grouped conv as one conv per group.
 #[derive(Clone, Debug)]
 pub(crate) enum Conv {
-    Dense(candle_nn::Conv2d),
+    Dense(crate::kernels::Conv2d),
     Depthwise {
         weight: Tensor,
         stride: usize,
@@ -344,7 +345,7 @@ impl Conv {
             groups,
             cudnn_fwd_algo: None,
         };
-        Ok(Conv::Dense(candle_nn::conv2d_no_bias(
+        Ok(Conv::Dense(crate::kernels::conv2d_no_bias_layer(
             c_in, c_out, kernel, cfg, vb,
         )?))
     }
@@ -358,7 +359,7 @@ impl Module for Conv {
                 weight,
                 stride,
                 padding,
-            } => pool::depthwise_conv2d(xs, weight, *stride, *padding),
+            } => crate::kernels::conv2d(xs, weight, None, *stride, *padding, weight.dim(0)?),
         }
     }
 }
@@ -397,11 +398,14 @@ impl ConvBnAct {
             groups,
         } = shape;
         let conv = Conv::new(c_in, c_out, kernel, stride, groups, vb.pp("0"))?;
-        let bn = candle_nn::batch_norm(c_out, bn, vb.pp("1"))?;
+        let bn = crate::kernels::batch_norm_layer(c_out, bn, vb.pp("1"))?;
         Ok(ConvBnAct { conv, bn, act })
     }
 
     pub(crate) fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        if self.act == Act::Relu {
+            return self.bn.forward_relu_t(&self.conv.forward(xs)?, train, true);
+        }
         let ys = self.bn.forward_t(&self.conv.forward(xs)?, train)?;
         self.act.apply(&ys)
     }

@@ -8,8 +8,9 @@
 //! stem for 28–64 px images is the CIFAR ResNets' conv 3×3/1 + BN + ReLU and no pool; it keeps
 //! the name `conv1` (its weight is `[64, C, 3, 3]` instead of `[64, C, 7, 7]`).
 
+use crate::kernels::{BatchNorm, Conv2d};
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, Linear, VarBuilder};
 
 use super::{batch_norm, pool, ResolvedStem, Student};
 
@@ -27,7 +28,7 @@ fn conv(
         groups: 1,
         cudnn_fwd_algo: None,
     };
-    candle_nn::conv2d_no_bias(c_in, c_out, kernel, cfg, vb)
+    crate::kernels::conv2d_no_bias_layer(c_in, c_out, kernel, cfg, vb)
 }
 
 /// The projection shortcut (1×1 conv + BN) when a block changes resolution or width.
@@ -120,12 +121,9 @@ impl Block {
         let mut ys = xs.clone();
         let last = self.convs.len() - 1;
         for (i, (c, bn)) in self.convs.iter().enumerate() {
-            ys = bn.forward_t(&c.forward(&ys)?, train)?;
-            if i < last {
-                ys = ys.relu()?;
-            }
+            ys = bn.forward_relu_t(&c.forward(&ys)?, train, i < last)?;
         }
-        (ys + Downsample::shortcut(&self.downsample, xs, train)?)?.relu()
+        crate::kernels::add_relu(&ys, &Downsample::shortcut(&self.downsample, xs, train)?)
     }
 }
 
@@ -195,10 +193,9 @@ impl Student for ResNet {
     fn features(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut xs = self
             .bn1
-            .forward_t(&self.conv1.forward(xs)?, train)?
-            .relu()?;
+            .forward_relu_t(&self.conv1.forward(xs)?, train, true)?;
         if self.stem == ResolvedStem::Imagenet {
-            xs = pool::max_pool2d(&xs, 3, 2, 1)?;
+            xs = crate::kernels::max_pool2d(&xs, 3, 2, 1)?;
         }
         for block in &self.layers {
             xs = block.forward_t(&xs, train)?;
