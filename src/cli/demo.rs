@@ -20,7 +20,7 @@ const TRAIN_CONFIG: &str = include_str!("../../examples/fashion-mnist/makd.toml"
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Smaller and faster (about 2 minutes on 2 cores): fewer images, one epoch, two seeds.
+    /// Smaller and faster (about 2 minutes on 2 cores): fewer images and epochs, two seeds.
     #[arg(long)]
     quick: bool,
     /// Where everything goes (stores, runs, report). Rerunning resumes.
