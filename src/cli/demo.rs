@@ -98,9 +98,9 @@ pub fn run(args: Args) -> Result<()> {
     // Stage 3: students.
     let seeds = args.seeds.unwrap_or(if args.quick { 2 } else { 3 });
     let (train_limit, test_limit, epochs) = if args.quick {
-        (1500, 1000, 1)
+        (3000, 2000, 2)
     } else {
-        (6000, 2000, 2)
+        (12000, 5000, 3)
     };
     let train_config = out.join("train.toml");
     std::fs::write(&train_config, TRAIN_CONFIG)?;
