@@ -111,3 +111,27 @@ pub trait Teacher: Send + Sync {
 /// The cue appended to every question (the paper's wording).
 pub const ANSWER_CUE: &str =
     "The answer must always be either Yes or No (do not provide any other response).";
+
+/// Fill a prompt template's `{question}` and `{class}` in one pass (server and native teachers),
+/// so a question that happens to contain the text
+/// `{class}` is sent as written.
+pub fn render_prompt(template: &str, class: &str, question: &str) -> String {
+    let mut out = String::with_capacity(template.len() + question.len() + class.len());
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(t) = tail.strip_prefix("{question}") {
+            out.push_str(question);
+            rest = t;
+        } else if let Some(t) = tail.strip_prefix("{class}") {
+            out.push_str(class);
+            rest = t;
+        } else {
+            out.push('{');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}

@@ -127,29 +127,6 @@ pub fn default_template(mode: Mode, api: Api) -> &'static str {
     }
 }
 
-/// Fill `{question}` and `{class}` in one pass, so a question that happens to contain the text
-/// `{class}` is sent as written.
-fn render(template: &str, class: &str, question: &str) -> String {
-    let mut out = String::with_capacity(template.len() + question.len() + class.len());
-    let mut rest = template;
-    while let Some(i) = rest.find('{') {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i..];
-        if let Some(t) = tail.strip_prefix("{question}") {
-            out.push_str(question);
-            rest = t;
-        } else if let Some(t) = tail.strip_prefix("{class}") {
-            out.push_str(class);
-            rest = t;
-        } else {
-            out.push('{');
-            rest = &tail[1..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 /// A base64 PNG data URL of a decoded image (lossless: the model sees the dataset's pixels).
 pub fn png_data_url(img: &RawImage) -> Result<String> {
     use image::ImageEncoder;
@@ -261,7 +238,7 @@ impl OpenAiTeacher {
 
     /// The request body for one question about `subject` (`image_url` already encoded).
     fn body(&self, class: &str, image_url: Option<&str>, question: &str) -> Value {
-        let text = render(&self.template, class, question);
+        let text = crate::teacher::render_prompt(&self.template, class, question);
         let mut body = Map::new();
         if !self.opts.model.is_empty() {
             body.insert("model".into(), json!(self.opts.model));

@@ -120,7 +120,7 @@ impl TextTeacher {
 
     /// The prompt for one (class, question), as text.
     pub fn prompt(&self, class: &str, question: &str) -> String {
-        render(&self.template, class, question)
+        crate::teacher::render_prompt(&self.template, class, question)
     }
 
     /// The token ids the model sees for one (class, question), BOS included when the GGUF asks.
@@ -193,26 +193,4 @@ impl Teacher for TextTeacher {
             .map(|q| self.answer(class, &q.text).map(|(_, s)| s))
             .collect()
     }
-}
-
-/// Fill `{question}` and `{class}` in one pass, so a question containing `{class}` is kept as is.
-fn render(template: &str, class: &str, question: &str) -> String {
-    let mut out = String::with_capacity(template.len() + question.len() + class.len());
-    let mut rest = template;
-    while let Some(i) = rest.find('{') {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i..];
-        if let Some(t) = tail.strip_prefix("{question}") {
-            out.push_str(question);
-            rest = t;
-        } else if let Some(t) = tail.strip_prefix("{class}") {
-            out.push_str(class);
-            rest = t;
-        } else {
-            out.push('{');
-            rest = &tail[1..];
-        }
-    }
-    out.push_str(rest);
-    out
 }
