@@ -196,12 +196,7 @@ impl Student for EfficientNet {
             xs = block.forward_t(&xs, train)?;
         }
         xs = self.last.forward_t(&xs, train)?;
-        let feats = pool::adaptive_avg_pool_1x1(&xs)?.flatten_from(1)?;
-        if train {
-            candle_nn::ops::dropout(&feats, DROPOUT)
-        } else {
-            Ok(feats)
-        }
+        super::pooled_features(&xs, DROPOUT, train)
     }
 
     fn head(&self, feats: &Tensor) -> candle_core::Result<Tensor> {

@@ -224,12 +224,7 @@ impl Student for MobileNetV2 {
             xs = block.forward_t(&xs, train)?;
         }
         xs = self.last.forward_t(&xs, train)?;
-        let feats = pool::adaptive_avg_pool_1x1(&xs)?.flatten_from(1)?;
-        if train {
-            candle_nn::ops::dropout(&feats, V2_DROPOUT)
-        } else {
-            Ok(feats)
-        }
+        super::pooled_features(&xs, V2_DROPOUT, train)
     }
 
     fn head(&self, feats: &Tensor) -> candle_core::Result<Tensor> {

@@ -284,6 +284,21 @@ pub(crate) fn batch_norm(channels: usize, vb: VarBuilder) -> candle_core::Result
     crate::kernels::batch_norm_layer(channels, BatchNormConfig::default(), vb)
 }
 
+/// The classifier input of the MobileNetV2/EfficientNet family: global average pool, then
+/// dropout (torchvision's `classifier.0`) while training.
+pub(crate) fn pooled_features(
+    xs: &Tensor,
+    dropout: f32,
+    train: bool,
+) -> candle_core::Result<Tensor> {
+    let feats = pool::adaptive_avg_pool_1x1(xs)?.flatten_from(1)?;
+    if train {
+        candle_nn::ops::dropout(&feats, dropout)
+    } else {
+        Ok(feats)
+    }
+}
+
 /// The activation after a conv + BN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Act {
