@@ -9,6 +9,7 @@
 
 pub mod gemma3;
 pub mod gguf_text;
+pub mod qwen3_vl;
 pub mod tokenizer;
 
 use crate::aspects::Question;

@@ -11,7 +11,7 @@
 //! As in llama.cpp's server, special tokens written in the text (control and user-defined pieces
 //! such as `<bos>` or Gemma's `\n`) are matched first, longest first, and never split.
 
-use crate::error::{input, Result};
+use crate::error::{input, IoContext, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -155,6 +155,107 @@ impl Tokenizer {
             unk: get_u32("tokenizer.ggml.unknown_token_id"),
             tokens,
         })
+    }
+
+    /// Read a Hugging Face `tokenizer.json` holding a byte-level BPE model (Qwen2, Qwen2.5,
+    /// Qwen3, Qwen3-VL). Added tokens (`<|im_start|>`, `<|image_pad|>`, …) are matched verbatim
+    /// before BPE, as the `tokenizers` library does. The NFC normaliser is not applied: prompts
+    /// are ASCII or already NFC.
+    pub fn from_hf_json(path: &std::path::Path) -> Result<Tokenizer> {
+        let at = path.display().to_string();
+        let text = std::fs::read_to_string(path).at(path)?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            input(
+                format!("not valid JSON: {e}"),
+                &at,
+                "expected a Hugging Face tokenizer.json",
+            )
+        })?;
+        let model = &v["model"];
+        if model["type"].as_str() != Some("BPE") {
+            return Err(input(
+                format!("tokenizer model `{}` is not supported", model["type"]),
+                &at,
+                "only byte-level BPE tokenizers (Qwen family) are supported",
+            ));
+        }
+        let byte_level = text.contains("\"ByteLevel\"");
+        if !byte_level {
+            return Err(input(
+                "the tokenizer has no ByteLevel pre-tokenizer",
+                &at,
+                "only byte-level BPE tokenizers (Qwen family) are supported",
+            ));
+        }
+        let vocab = model["vocab"]
+            .as_object()
+            .ok_or_else(|| input("`model.vocab` is missing", &at, "a BPE tokenizer.json has one"))?;
+        let mut pairs: Vec<(String, u32)> = vocab
+            .iter()
+            .filter_map(|(k, id)| id.as_u64().map(|id| (k.clone(), id as u32)))
+            .collect();
+        let mut added: Vec<(String, u32)> = Vec::new();
+        for t in v["added_tokens"].as_array().into_iter().flatten() {
+            if let (Some(c), Some(id)) = (t["content"].as_str(), t["id"].as_u64()) {
+                added.push((c.to_string(), id as u32));
+                pairs.push((c.to_string(), id as u32));
+            }
+        }
+        let n = pairs.iter().map(|(_, id)| *id as usize + 1).max().unwrap_or(0);
+        let mut tokens = vec![String::new(); n];
+        let mut types = vec![0; n];
+        for (piece, id) in &pairs {
+            tokens[*id as usize] = piece.clone();
+            types[*id as usize] = 1;
+        }
+        for (_, id) in &added {
+            types[*id as usize] = TYPE_CONTROL;
+        }
+        let mut ids = HashMap::with_capacity(n);
+        for (piece, id) in pairs {
+            ids.entry(piece).or_insert(id);
+        }
+        let mut merges = HashMap::new();
+        for (rank, m) in model["merges"].as_array().into_iter().flatten().enumerate() {
+            let pair = match m {
+                serde_json::Value::String(s) => s
+                    .split_once(' ')
+                    .map(|(l, r)| (l.to_string(), r.to_string())),
+                serde_json::Value::Array(a) if a.len() == 2 => a[0]
+                    .as_str()
+                    .zip(a[1].as_str())
+                    .map(|(l, r)| (l.to_string(), r.to_string())),
+                _ => None,
+            };
+            let pair = pair.ok_or_else(|| {
+                input(
+                    format!("merge #{rank} is neither \"a b\" nor [\"a\", \"b\"]"),
+                    &at,
+                    "the file may be damaged",
+                )
+            })?;
+            merges.insert(pair, rank);
+        }
+        let mut specials = added;
+        specials.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
+        Ok(Tokenizer {
+            kind: Kind::Bpe,
+            scores: vec![0.0; n],
+            types,
+            ids,
+            merges,
+            specials,
+            add_space_prefix: false,
+            bos: None,
+            add_bos: false,
+            unk: None,
+            tokens,
+        })
+    }
+
+    /// The id of a vocabulary piece, if present.
+    pub fn token_id(&self, piece: &str) -> Option<u32> {
+        self.ids.get(piece).copied()
     }
 
     pub fn kind(&self) -> Kind {
