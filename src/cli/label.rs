@@ -42,8 +42,8 @@ struct RunArgs {
     aspects: Option<PathBuf>,
 
     /// Who answers: `table` (an annotation file, --table), `openai` (an OpenAI-compatible
-    /// server with logprobs, --endpoint/--model) or `text` (a local GGUF LLM, --model FILE.gguf,
-    /// with --mode class).
+    /// server with logprobs, --endpoint/--model), `native` (a local Qwen3-VL folder,
+    /// --model-dir) or `text` (a local GGUF LLM, --model FILE.gguf, with --mode class).
     #[arg(long, value_enum, required = true)]
     backend: Option<Backend>,
 
@@ -72,8 +72,33 @@ struct RunArgs {
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
 
+    /// Hugging Face Qwen3-VL folder for `--backend native`: config.json, tokenizer.json,
+    /// preprocessor_config.json and *.safetensors (see the README for fetching one).
+    #[arg(long, value_name = "DIR", required_if_eq("backend", "native"))]
+    model_dir: Option<PathBuf>,
+
+    /// Compute type of `--backend native`: `f32`, or `bf16` for half the memory (slower on most
+    /// CPUs, which lack bf16 matrix units).
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    dtype: DtypeArg,
+
+    /// A system message for `--backend native` (none by default, like Qwen3-VL's template).
+    #[arg(long)]
+    system: Option<String>,
+
+    /// `--backend native`: questions scored per batch from one shared image prefix (memory
+    /// grows with it; the default takes a whole 50-question aspect set in one batch).
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+
     #[command(flatten)]
     openai: OpenAiArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum DtypeArg {
+    F32,
+    Bf16,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -99,6 +124,9 @@ enum Backend {
     /// A text-only GGUF LLM run in-process by candle (Gemma 3, Qwen2, Qwen3); `--model FILE.gguf`,
     /// class mode only.
     Text,
+    /// A Qwen3-VL run in-process by candle from a Hugging Face folder (`--model-dir`); the image
+    /// prefix is computed once per image and shared by all questions.
+    Native,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,6 +206,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 opts.no_tokens = args.openai.no_tokens.clone();
             }
             Arc::from(makd::teacher::native::build_text(&opts)?)
+        }
+        Backend::Native => {
+            let dir = args
+                .model_dir
+                .clone()
+                .context("--model-dir DIR is required with --backend native")?;
+            let mut opts = makd::teacher::native::vl::VlOptions {
+                model_dir: dir,
+                dtype: match args.dtype {
+                    DtypeArg::F32 => candle_core::DType::F32,
+                    DtypeArg::Bf16 => candle_core::DType::BF16,
+                },
+                prompt_template: args.openai.prompt_template.clone(),
+                system: args.system.clone(),
+                mode,
+                batch: args.batch.max(1),
+                ..Default::default()
+            };
+            if !args.openai.yes_tokens.is_empty() {
+                opts.yes_tokens = args.openai.yes_tokens.clone();
+            }
+            if !args.openai.no_tokens.is_empty() {
+                opts.no_tokens = args.openai.no_tokens.clone();
+            }
+            eprintln!("loading {}", opts.model_dir.display());
+            Arc::from(makd::teacher::native::vl::build(&opts)?)
         }
     };
     let dataset = open_dataset(&dataset_spec, &args.split)?;

@@ -4,6 +4,7 @@
 mod aspects;
 mod bench;
 mod bench_label;
+mod bench_native;
 mod bench_resume;
 mod bench_train;
 mod demo;
@@ -49,10 +50,11 @@ enum Command {
 /// opposed to running a native LLM teacher (candle's own matmuls want candle's threads).
 pub fn wants_one_candle_thread() -> bool {
     let first = std::env::args().nth(1).unwrap_or_default();
+    let second = std::env::args().nth(2).unwrap_or_default();
     matches!(
         first.as_str(),
-        "train" | "eval" | "predict" | "experiment" | "demo" | "bench"
-    )
+        "train" | "eval" | "predict" | "experiment" | "demo"
+    ) || (first == "bench" && second == "train")
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {

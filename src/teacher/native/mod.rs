@@ -90,27 +90,12 @@ impl TextTeacher {
             }
         }
         let model = GgufText::load(&opts.model)?;
-        let norm = |v: &[String]| v.iter().map(|s| normalize_token(s)).collect::<Vec<_>>();
-        let (yes, no) = (norm(&opts.yes_tokens), norm(&opts.no_tokens));
-        let tok = &model.tokenizer;
-        let answer_tokens: Vec<(String, u32)> = (0..tok.len() as u32)
-            .filter_map(|id| {
-                let p = normalize_token(tok.piece(id));
-                (yes.contains(&p) || no.contains(&p)).then(|| (tok.piece(id).to_string(), id))
-            })
-            .collect();
-        let has = |side: &[String]| {
-            answer_tokens
-                .iter()
-                .any(|(p, _)| side.contains(&normalize_token(p)))
-        };
-        if !has(&yes) || !has(&no) {
-            return Err(input(
-                "the model's vocabulary has no token for the Yes or the No variants",
-                opts.model.display().to_string(),
-                "check --yes-tokens / --no-tokens against the model's tokenizer",
-            ));
-        }
+        let answer_tokens = answer_tokens(
+            &model.tokenizer,
+            &opts.yes_tokens,
+            &opts.no_tokens,
+            &opts.model.display().to_string(),
+        )?;
         Ok(TextTeacher {
             model: Mutex::new(model),
             opts: opts.clone(),
@@ -135,13 +120,12 @@ impl TextTeacher {
         let mut m = self.model.lock().unwrap_or_else(|e| e.into_inner());
         let ids = m.tokenizer.encode(&self.prompt(class, question), true);
         let lp = m.next_logprobs(&ids)?;
-        let cands: Vec<(String, f32)> = self
-            .answer_tokens
-            .iter()
-            .map(|(p, id)| (p.clone(), lp.get(*id as usize).copied().unwrap_or(f32::NAN)))
-            .collect();
-        let score = score_from_candidates(&cands, &self.opts.yes_tokens, &self.opts.no_tokens);
-        Ok((cands, score))
+        Ok(score_row(
+            &lp,
+            &self.answer_tokens,
+            &self.opts.yes_tokens,
+            &self.opts.no_tokens,
+        ))
     }
 
     /// Token ids of arbitrary text with this model's tokenizer (for parity checks).
@@ -155,6 +139,53 @@ impl TextTeacher {
         let mut m = self.model.lock().unwrap_or_else(|e| e.into_inner());
         m.next_logprobs(ids)
     }
+}
+
+/// (piece, id) of every vocabulary token whose piece normalises to one of the Yes or No
+/// variants; an error when either side has none (`at` names the model in it).
+pub fn answer_tokens(
+    tok: &tokenizer::Tokenizer,
+    yes: &[String],
+    no: &[String],
+    at: &str,
+) -> Result<Vec<(String, u32)>> {
+    let norm = |v: &[String]| v.iter().map(|s| normalize_token(s)).collect::<Vec<_>>();
+    let (yes, no) = (norm(yes), norm(no));
+    let found: Vec<(String, u32)> = (0..tok.len() as u32)
+        .filter_map(|id| {
+            let p = normalize_token(tok.piece(id));
+            (yes.contains(&p) || no.contains(&p)).then(|| (tok.piece(id).to_string(), id))
+        })
+        .collect();
+    let has = |side: &[String]| {
+        found
+            .iter()
+            .any(|(p, _)| side.contains(&normalize_token(p)))
+    };
+    if !has(&yes) || !has(&no) {
+        return Err(input(
+            "the model's vocabulary has no token for the Yes or the No variants",
+            at,
+            "check --yes-token / --no-token against the model's tokenizer",
+        ));
+    }
+    Ok(found)
+}
+
+/// The candidates (answer-token piece, logprob) read from a full next-token distribution, and
+/// the score they give.
+pub fn score_row(
+    lp: &[f32],
+    answer_tokens: &[(String, u32)],
+    yes: &[String],
+    no: &[String],
+) -> (Vec<(String, f32)>, Score) {
+    let cands: Vec<(String, f32)> = answer_tokens
+        .iter()
+        .map(|(p, id)| (p.clone(), lp.get(*id as usize).copied().unwrap_or(f32::NAN)))
+        .collect();
+    let score = score_from_candidates(&cands, yes, no);
+    (cands, score)
 }
 
 impl Teacher for TextTeacher {

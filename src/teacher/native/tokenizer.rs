@@ -162,12 +162,16 @@ impl Tokenizer {
     /// before BPE, as the `tokenizers` library does. The NFC normaliser is not applied: prompts
     /// are ASCII or already NFC.
     pub fn from_hf_json(path: &std::path::Path) -> Result<Tokenizer> {
-        let at = path.display().to_string();
         let text = std::fs::read_to_string(path).at(path)?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        Self::from_hf_str(&text, &path.display().to_string())
+    }
+
+    /// [`Tokenizer::from_hf_json`] on the file's text (`at` names it in errors).
+    pub fn from_hf_str(text: &str, at: &str) -> Result<Tokenizer> {
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
             input(
                 format!("not valid JSON: {e}"),
-                &at,
+                at,
                 "expected a Hugging Face tokenizer.json",
             )
         })?;
@@ -175,7 +179,7 @@ impl Tokenizer {
         if model["type"].as_str() != Some("BPE") {
             return Err(input(
                 format!("tokenizer model `{}` is not supported", model["type"]),
-                &at,
+                at,
                 "only byte-level BPE tokenizers (Qwen family) are supported",
             ));
         }
@@ -183,13 +187,13 @@ impl Tokenizer {
         if !byte_level {
             return Err(input(
                 "the tokenizer has no ByteLevel pre-tokenizer",
-                &at,
+                at,
                 "only byte-level BPE tokenizers (Qwen family) are supported",
             ));
         }
         let vocab = model["vocab"]
             .as_object()
-            .ok_or_else(|| input("`model.vocab` is missing", &at, "a BPE tokenizer.json has one"))?;
+            .ok_or_else(|| input("`model.vocab` is missing", at, "a BPE tokenizer.json has one"))?;
         let mut pairs: Vec<(String, u32)> = vocab
             .iter()
             .filter_map(|(k, id)| id.as_u64().map(|id| (k.clone(), id as u32)))
@@ -230,7 +234,7 @@ impl Tokenizer {
             let pair = pair.ok_or_else(|| {
                 input(
                     format!("merge #{rank} is neither \"a b\" nor [\"a\", \"b\"]"),
-                    &at,
+                    at,
                     "the file may be damaged",
                 )
             })?;

@@ -1,0 +1,316 @@
+//! `makd bench native`: the native Qwen3-VL teacher with its image prefix shared by all Q
+//! questions, against one full prompt per question, on a model of realistic shape with random
+//! weights (speed does not depend on the values).
+//!
+//! Both paths run in this process on the same model, image and questions; the unshared path is
+//! timed on the first `--unshared` questions only (its cost per pair does not depend on Q), and
+//! its log-probabilities are compared with the shared path's as a check.
+
+use anyhow::{ensure, Context, Result};
+use candle_core::{DType, Device, IndexOp};
+use makd::data::RawImage;
+use makd::teacher::native::qwen3_vl::{Qwen3Vl, Qwen3VlConfig};
+use makd::teacher::native::tokenizer::Tokenizer;
+use makd::teacher::native::vl::{VlOptions, VlTeacher};
+use makd::teacher::native::vl_image::VisionPreprocess;
+use makd::teacher::Subject;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// The questions asked: the shipped Fashion-MNIST aspect set.
+const ASPECTS: &str = include_str!("../../examples/fashion-mnist/aspects.json");
+/// The tokenizer of the parity fixture (byte-level BPE with Qwen's special tokens). Its small
+/// vocabulary splits English into more tokens than Qwen's own, so suffixes are longer than a real
+/// Qwen3-VL's and the measured ratio errs low; pass `--tokenizer` with a real tokenizer.json.
+const TOKENIZER: &str = include_str!("../../tests/fixtures/qwen3vl/tokenizer.json");
+/// Qwen3-VL's shipped preprocessor settings.
+const PREPROCESSOR: &str = r#"{"patch_size": 16, "merge_size": 2, "temporal_patch_size": 2,
+  "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "rescale_factor": 0.00392156862745098,
+  "do_resize": true, "do_rescale": true, "do_normalize": true, "do_convert_rgb": true,
+  "size": {"longest_edge": 16777216, "shortest_edge": 65536}}"#;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model shape: `2b` (Qwen3-VL-2B: 1.7B text, 0.4B vision) or `tiny` (a smoke test).
+    #[arg(long, default_value = "2b")]
+    shape: String,
+    /// A Qwen3-VL config.json whose shape to use instead of --shape (weights stay random).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// A tokenizer.json to count prompt tokens with [default: the parity fixture's].
+    #[arg(long, value_name = "FILE")]
+    tokenizer: Option<PathBuf>,
+    /// Questions per image for the shared path.
+    #[arg(long, default_value_t = 50)]
+    questions: usize,
+    /// Questions timed on the unshared path (one full prompt each, image included).
+    #[arg(long, default_value_t = 3)]
+    unshared: usize,
+    /// Image width and height in pixels (a random RGB image; resized as the HF processor would).
+    #[arg(long, default_value = "448x448", value_parser = parse_size)]
+    image: (u32, u32),
+    /// `f32` or `bf16`.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// The machine's peak f32 GFLOP/s for the utilisation figure [default: estimated from
+    /// /proc/cpuinfo as logical CPUs × 64 FLOP/cycle (two AVX-512 FMA units) × MHz].
+    #[arg(long)]
+    peak_gflops: Option<f64>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s.split_once('x').ok_or("expected WxH, e.g. 448x448")?;
+    let p = |v: &str| v.parse::<u32>().map_err(|_| format!("{v:?} is not a pixel count"));
+    Ok((p(w)?, p(h)?))
+}
+
+fn peak_estimate() -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: Vec<f64> = info
+        .lines()
+        .filter(|l| l.starts_with("cpu MHz"))
+        .filter_map(|l| l.split(':').nth(1)?.trim().parse().ok())
+        .collect();
+    let mhz = mhz.iter().cloned().fold(0.0, f64::max);
+    let cpus = std::thread::available_parallelism().ok()?.get() as f64;
+    (mhz > 0.0).then(|| cpus * 64.0 * mhz / 1000.0)
+}
+
+/// FLOPs of a text prefill of `t` new tokens attending to `past` earlier ones (matmuls only).
+fn text_flops(c: &Qwen3VlConfig, t: usize, past: usize, rows_out: usize) -> f64 {
+    let h = c.hidden_size as f64;
+    let q = (c.num_attention_heads * c.head_dim) as f64;
+    let kv = (c.num_key_value_heads * c.head_dim) as f64;
+    let per_tok = 2.0 * (h * (q + 2.0 * kv) + q * h + 3.0 * h * c.intermediate_size as f64);
+    let ctx = past as f64 + (t as f64 + 1.0) / 2.0;
+    let attn = 4.0 * q * ctx;
+    let layers = c.num_hidden_layers as f64;
+    t as f64 * layers * (per_tok + attn) + 2.0 * h * c.vocab_size as f64 * rows_out as f64
+}
+
+fn vision_flops(c: &Qwen3VlConfig, n: usize) -> f64 {
+    let v = &c.vision;
+    let (vh, n) = (v.hidden_size as f64, n as f64);
+    let k = (v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size) as f64;
+    let block = 2.0 * n * (4.0 * vh * vh + 2.0 * vh * v.intermediate_size as f64) + 4.0 * n * n * vh;
+    let m = vh * (v.spatial_merge_size * v.spatial_merge_size) as f64;
+    let merger = 2.0 * (n / 4.0) * (m * m + m * v.out_hidden_size as f64);
+    2.0 * n * k * vh
+        + v.depth as f64 * block
+        + (1 + v.deepstack_visual_indexes.len()) as f64 * merger
+}
+
+pub fn run(a: Args) -> Result<()> {
+    ensure!(a.questions >= 1 && a.unshared >= 1, "--questions and --unshared must be >= 1");
+    let dtype = match a.dtype.as_str() {
+        "f32" => DType::F32,
+        "bf16" => DType::BF16,
+        d => anyhow::bail!("--dtype {d}: expected f32 or bf16"),
+    };
+    let tokenizer = match &a.tokenizer {
+        Some(p) => Tokenizer::from_hf_json(p)?,
+        None => Tokenizer::from_hf_str(TOKENIZER, "the parity fixture's tokenizer.json")?,
+    };
+    let mut cfg = match (&a.config, a.shape.as_str()) {
+        (Some(p), _) => Qwen3VlConfig::from_file(p)?,
+        (None, "2b") => Qwen3VlConfig::qwen3_vl_2b(),
+        (None, "tiny") => tiny(),
+        (None, s) => anyhow::bail!("--shape {s}: expected 2b or tiny"),
+    };
+    // The placeholder ids must be the tokenizer's.
+    let id = |s: &str| tokenizer.token_id(s).with_context(|| format!("tokenizer has no {s}"));
+    cfg.image_token_id = id("<|image_pad|>")?;
+    cfg.vision_start_token_id = id("<|vision_start|>")?;
+    cfg.vision_end_token_id = id("<|vision_end|>")?;
+    ensure!(
+        tokenizer.len() <= cfg.vocab_size,
+        "the tokenizer has more tokens than the model's vocabulary"
+    );
+    let (text_params, vision_params) = cfg.param_counts();
+    let t = Instant::now();
+    let model = Qwen3Vl::random(cfg.clone(), &Device::Cpu, dtype, 0)?;
+    let load_s = t.elapsed().as_secs_f64();
+    let pre = VisionPreprocess::from_json(&serde_json::from_str(PREPROCESSOR)?, "bench")?;
+    let teacher = VlTeacher::new(
+        model,
+        tokenizer,
+        pre,
+        &VlOptions {
+            model_dir: "random".into(),
+            dtype,
+            ..Default::default()
+        },
+    )?;
+    let aspects: serde_json::Value = serde_json::from_str(ASPECTS)?;
+    let all: Vec<String> = aspects["questions"]
+        .as_array()
+        .context("aspects.json has no questions")?
+        .iter()
+        .filter_map(|q| q["text"].as_str().map(str::to_string))
+        .collect();
+    let qs: Vec<&str> = (0..a.questions).map(|i| all[i % all.len()].as_str()).collect();
+
+    let (w, h) = a.image;
+    let mut state = 0x9E3779B97F4A7C15u64;
+    let pixels: Vec<u8> = (0..w as usize * h as usize * 3)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 56) as u8
+        })
+        .collect();
+    let sample = makd::data::Sample {
+        id: "bench".into(),
+        image: RawImage {
+            width: w,
+            height: h,
+            channels: 3,
+            pixels,
+        },
+        label: 0,
+    };
+    let (patches, grid, img_tokens) = teacher.image_input(&sample.image)?;
+    let n_patches = grid.iter().product::<usize>();
+
+    // Phase timings of the shared path, then the whole of it as the teacher runs it.
+    let m = &teacher.model;
+    let prompts: Vec<Vec<u32>> = qs
+        .iter()
+        .map(|q| {
+            teacher
+                .tokenizer
+                .encode(&teacher.prompt_text("", q, img_tokens), false)
+        })
+        .collect();
+    let mut p = 0;
+    while prompts.iter().all(|ids| p + 1 < ids.len() && ids[p] == prompts[0][p]) {
+        p += 1;
+    }
+    let suffix_tokens: usize = prompts.iter().map(|ids| ids.len() - p).sum();
+    let t = Instant::now();
+    let vision = m.encode_image(&patches, grid)?;
+    let vision_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let prefix = m.prefill(&prompts[0][..p], Some(&vision))?;
+    let prefix_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let sufs: Vec<Vec<u32>> = prompts.iter().map(|ids| ids[p..].to_vec()).collect();
+    let _ = m.suffix_logprobs(&prefix, &sufs)?;
+    let suffix_s = t.elapsed().as_secs_f64();
+
+    let subject = Subject::Image(&sample);
+    let t = Instant::now();
+    let shared = teacher.question_logprobs(subject, &qs, true)?;
+    let shared_s = t.elapsed().as_secs_f64();
+    let k = a.unshared.min(qs.len());
+    let t = Instant::now();
+    let unshared = teacher.question_logprobs(subject, &qs[..k], false)?;
+    let unshared_s = t.elapsed().as_secs_f64();
+    let max_diff = shared
+        .iter()
+        .zip(&unshared)
+        .flat_map(|(x, y)| x.iter().zip(y).map(|(a, b)| (a - b).abs()))
+        .fold(0f32, f32::max);
+    // Unshared but with the image encoded once (a server with an image-embedding cache).
+    let t = Instant::now();
+    for ids in &prompts[..k] {
+        let r = m.prefill(ids, Some(&vision))?;
+        let _ = r.last_logprobs.i(0)?;
+    }
+    let unshared_text_s = t.elapsed().as_secs_f64();
+
+    let shared_pps = qs.len() as f64 / shared_s;
+    let unshared_pps = k as f64 / unshared_s;
+    let unshared_text_pps = k as f64 / unshared_text_s;
+    let prefill_flops = vision_flops(&cfg, n_patches) + text_flops(&cfg, p, 0, 1);
+    let prefill_s = vision_s + prefix_s;
+    let prefill_tps = p as f64 / prefix_s;
+    let achieved = prefill_flops / prefill_s / 1e9;
+    let peak = a.peak_gflops.or_else(peak_estimate);
+    let suffix_gflops = text_flops(&cfg, suffix_tokens / qs.len(), p, 1) * qs.len() as f64
+        / suffix_s
+        / 1e9;
+    let out = serde_json::json!({
+        "shape": if a.config.is_some() { "config" } else { a.shape.as_str() },
+        "dtype": a.dtype,
+        "text_params": text_params, "vision_params": vision_params,
+        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "image": format!("{w}x{h}"), "grid_thw": grid, "patches": n_patches, "image_tokens": img_tokens,
+        "questions": qs.len(), "prefix_tokens": p, "mean_suffix_tokens": suffix_tokens as f64 / qs.len() as f64,
+        "random_weights_s": load_s,
+        "shared": {"seconds": shared_s, "pairs_per_s": shared_pps,
+                   "vision_s": vision_s, "prefix_s": prefix_s, "suffix_batch_s": suffix_s},
+        "unshared": {"questions_timed": k, "seconds": unshared_s, "pairs_per_s": unshared_pps},
+        "unshared_vision_cached": {"seconds": unshared_text_s, "pairs_per_s": unshared_text_pps},
+        "ratio": shared_pps / unshared_pps,
+        "ratio_vs_vision_cached": shared_pps / unshared_text_pps,
+        "max_abs_logprob_diff_shared_vs_unshared": max_diff,
+        "prefill_tokens_per_s": prefill_tps,
+        "prefill_gflops_per_s": achieved,
+        "suffix_batch_gflops_per_s": suffix_gflops,
+        "peak_gflops_per_s": peak,
+        "prefill_fraction_of_peak": peak.map(|pk| achieved / pk),
+    });
+    if a.json {
+        println!("{out}");
+    } else {
+        println!(
+            "Qwen3-VL shape {} ({:.2}B text + {:.2}B vision params, random, {}), image {w}x{h} → {} patches, {} image tokens",
+            out["shape"].as_str().unwrap_or(""),
+            text_params as f64 / 1e9,
+            vision_params as f64 / 1e9,
+            a.dtype,
+            n_patches,
+            img_tokens
+        );
+        println!(
+            "prompt: {p} shared prefix tokens + {:.1} tokens per question (Q = {})",
+            suffix_tokens as f64 / qs.len() as f64,
+            qs.len()
+        );
+        println!(
+            "prefix-shared:            {shared_pps:8.3} pairs/s  (vision {vision_s:.2} s, prefix {prefix_s:.2} s, {} suffixes {suffix_s:.2} s)",
+            qs.len()
+        );
+        println!("one full prompt/question: {unshared_pps:8.3} pairs/s  ({k} timed)");
+        println!(
+            "  same, vision cached:    {unshared_text_pps:8.3} pairs/s"
+        );
+        println!(
+            "ratio shared / full prompt: {:.1}x   (vs vision-cached: {:.1}x)",
+            shared_pps / unshared_pps,
+            shared_pps / unshared_text_pps
+        );
+        println!(
+            "prefill: {prefill_tps:.0} tokens/s; vision+prefix {achieved:.0} GFLOP/s{}; suffix batch {suffix_gflops:.0} GFLOP/s",
+            peak.map(|pk| format!(" = {:.0}% of {pk:.0} GFLOP/s peak", 100.0 * achieved / pk))
+                .unwrap_or_default()
+        );
+        println!("check: max |Δ logprob| shared vs unshared = {max_diff:.2e}");
+    }
+    Ok(())
+}
+
+fn tiny() -> Qwen3VlConfig {
+    let mut c = Qwen3VlConfig::qwen3_vl_2b();
+    c.vocab_size = 4096;
+    c.hidden_size = 128;
+    c.intermediate_size = 256;
+    c.num_hidden_layers = 2;
+    c.num_attention_heads = 4;
+    c.num_key_value_heads = 2;
+    c.head_dim = 32;
+    c.mrope_section = [6, 5, 5];
+    c.vision.depth = 2;
+    c.vision.hidden_size = 64;
+    c.vision.intermediate_size = 128;
+    c.vision.num_heads = 2;
+    c.vision.out_hidden_size = 128;
+    c.vision.num_position_embeddings = 64;
+    c.vision.deepstack_visual_indexes = vec![0];
+    c
+}
