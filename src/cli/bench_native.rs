@@ -63,7 +63,10 @@ pub struct Args {
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
     let (w, h) = s.split_once('x').ok_or("expected WxH, e.g. 448x448")?;
-    let p = |v: &str| v.parse::<u32>().map_err(|_| format!("{v:?} is not a pixel count"));
+    let p = |v: &str| {
+        v.parse::<u32>()
+            .map_err(|_| format!("{v:?} is not a pixel count"))
+    };
     Ok((p(w)?, p(h)?))
 }
 
@@ -95,7 +98,8 @@ fn vision_flops(c: &Qwen3VlConfig, n: usize) -> f64 {
     let v = &c.vision;
     let (vh, n) = (v.hidden_size as f64, n as f64);
     let k = (v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size) as f64;
-    let block = 2.0 * n * (4.0 * vh * vh + 2.0 * vh * v.intermediate_size as f64) + 4.0 * n * n * vh;
+    let block =
+        2.0 * n * (4.0 * vh * vh + 2.0 * vh * v.intermediate_size as f64) + 4.0 * n * n * vh;
     let m = vh * (v.spatial_merge_size * v.spatial_merge_size) as f64;
     let merger = 2.0 * (n / 4.0) * (m * m + m * v.out_hidden_size as f64);
     2.0 * n * k * vh
@@ -104,7 +108,10 @@ fn vision_flops(c: &Qwen3VlConfig, n: usize) -> f64 {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    ensure!(a.questions >= 1 && a.unshared >= 1, "--questions and --unshared must be >= 1");
+    ensure!(
+        a.questions >= 1 && a.unshared >= 1,
+        "--questions and --unshared must be >= 1"
+    );
     let dtype = match a.dtype.as_str() {
         "f32" => DType::F32,
         "bf16" => DType::BF16,
@@ -121,7 +128,11 @@ pub fn run(a: Args) -> Result<()> {
         (None, s) => anyhow::bail!("--shape {s}: expected 2b or tiny"),
     };
     // The placeholder ids must be the tokenizer's.
-    let id = |s: &str| tokenizer.token_id(s).with_context(|| format!("tokenizer has no {s}"));
+    let id = |s: &str| {
+        tokenizer
+            .token_id(s)
+            .with_context(|| format!("tokenizer has no {s}"))
+    };
     cfg.image_token_id = id("<|image_pad|>")?;
     cfg.vision_start_token_id = id("<|vision_start|>")?;
     cfg.vision_end_token_id = id("<|vision_end|>")?;
@@ -151,7 +162,9 @@ pub fn run(a: Args) -> Result<()> {
         .iter()
         .filter_map(|q| q["text"].as_str().map(str::to_string))
         .collect();
-    let qs: Vec<&str> = (0..a.questions).map(|i| all[i % all.len()].as_str()).collect();
+    let qs: Vec<&str> = (0..a.questions)
+        .map(|i| all[i % all.len()].as_str())
+        .collect();
 
     let (w, h) = a.image;
     let mut state = 0x9E3779B97F4A7C15u64;
@@ -187,7 +200,10 @@ pub fn run(a: Args) -> Result<()> {
         })
         .collect();
     let mut p = 0;
-    while prompts.iter().all(|ids| p + 1 < ids.len() && ids[p] == prompts[0][p]) {
+    while prompts
+        .iter()
+        .all(|ids| p + 1 < ids.len() && ids[p] == prompts[0][p])
+    {
         p += 1;
     }
     let suffix_tokens: usize = prompts.iter().map(|ids| ids.len() - p).sum();
@@ -231,9 +247,8 @@ pub fn run(a: Args) -> Result<()> {
     let prefill_tps = p as f64 / prefix_s;
     let achieved = prefill_flops / prefill_s / 1e9;
     let peak = a.peak_gflops.or_else(peak_estimate);
-    let suffix_gflops = text_flops(&cfg, suffix_tokens / qs.len(), p, 1) * qs.len() as f64
-        / suffix_s
-        / 1e9;
+    let suffix_gflops =
+        text_flops(&cfg, suffix_tokens / qs.len(), p, 1) * qs.len() as f64 / suffix_s / 1e9;
     let out = serde_json::json!({
         "shape": if a.config.is_some() { "config" } else { a.shape.as_str() },
         "dtype": a.dtype,
@@ -277,9 +292,7 @@ pub fn run(a: Args) -> Result<()> {
             qs.len()
         );
         println!("one full prompt/question: {unshared_pps:8.3} pairs/s  ({k} timed)");
-        println!(
-            "  same, vision cached:    {unshared_text_pps:8.3} pairs/s"
-        );
+        println!("  same, vision cached:    {unshared_text_pps:8.3} pairs/s");
         println!(
             "ratio shared / full prompt: {:.1}x   (vs vision-cached: {:.1}x)",
             shared_pps / unshared_pps,

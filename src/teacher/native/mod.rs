@@ -11,6 +11,7 @@ pub mod gemma3;
 pub mod gguf_text;
 pub mod qwen3_vl;
 pub mod tokenizer;
+pub mod vl;
 pub mod vl_image;
 
 use crate::aspects::Question;

@@ -119,14 +119,23 @@ impl Qwen3VlConfig {
             .unwrap_or(5_000_000.0);
         let sec: Vec<usize> = rope["mrope_section"]
             .as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_u64().map(|x| x as usize))
+                    .collect()
+            })
             .unwrap_or_else(|| vec![24, 20, 20]);
         let heads = need(t, "num_attention_heads", "text_config")?;
         let hidden = need(t, "hidden_size", "text_config")?;
-        let head_dim = t["head_dim"].as_u64().map_or(hidden / heads, |x| x as usize);
+        let head_dim = t["head_dim"]
+            .as_u64()
+            .map_or(hidden / heads, |x| x as usize);
         if sec.len() != 3 || sec.iter().sum::<usize>() != head_dim / 2 {
             return Err(input(
-                format!("mrope_section {sec:?} does not sum to head_dim/2 = {}", head_dim / 2),
+                format!(
+                    "mrope_section {sec:?} does not sum to head_dim/2 = {}",
+                    head_dim / 2
+                ),
                 at,
                 "Qwen3-VL uses [24, 20, 20] with head_dim 128",
             ));
@@ -152,7 +161,11 @@ impl Qwen3VlConfig {
             num_position_embeddings: need(vc, "num_position_embeddings", "vision_config")?,
             deepstack_visual_indexes: vc["deepstack_visual_indexes"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_u64().map(|x| x as usize))
+                        .collect()
+                })
                 .unwrap_or_default(),
             rope_theta: vrope["rope_theta"]
                 .as_f64()
@@ -249,7 +262,11 @@ impl Qwen3VlConfig {
         let kv = self.num_key_value_heads * self.head_dim;
         let q = self.num_attention_heads * self.head_dim;
         let layer = h * (q + 2 * kv) + q * h + 3 * h * self.intermediate_size + 2 * h;
-        let head = if self.tie_word_embeddings { 0 } else { self.vocab_size * h };
+        let head = if self.tie_word_embeddings {
+            0
+        } else {
+            self.vocab_size * h
+        };
         let text = self.vocab_size * h + self.num_hidden_layers * layer + head;
         let v = &self.vision;
         let vh = v.hidden_size;
@@ -267,7 +284,11 @@ impl Qwen3VlConfig {
 
 fn linear(vb: &VarBuilder, inp: usize, out: usize, bias: bool) -> candle_core::Result<Linear> {
     let w = vb.get((out, inp), "weight")?;
-    let b = if bias { Some(vb.get(out, "bias")?) } else { None };
+    let b = if bias {
+        Some(vb.get(out, "bias")?)
+    } else {
+        None
+    };
     Ok(Linear::new(w, b))
 }
 
@@ -315,10 +336,7 @@ impl Merger {
     fn load(vb: VarBuilder, c: &VisionConfig, postshuffle: bool) -> candle_core::Result<Merger> {
         let m = c.hidden_size * c.spatial_merge_size * c.spatial_merge_size;
         Ok(Merger {
-            norm: layer_norm(
-                &vb.pp("norm"),
-                if postshuffle { m } else { c.hidden_size },
-            )?,
+            norm: layer_norm(&vb.pp("norm"), if postshuffle { m } else { c.hidden_size })?,
             fc1: linear(&vb.pp("linear_fc1"), m, m, true)?,
             fc2: linear(&vb.pp("linear_fc2"), m, c.out_hidden_size, true)?,
             postshuffle,
@@ -525,7 +543,11 @@ impl Qwen3Vl {
         Ok(self.encode_image_inner(patches, grid)?)
     }
 
-    fn encode_image_inner(&self, patches: &[f32], grid: [usize; 3]) -> candle_core::Result<VisionOut> {
+    fn encode_image_inner(
+        &self,
+        patches: &[f32],
+        grid: [usize; 3],
+    ) -> candle_core::Result<VisionOut> {
         let c = &self.cfg.vision;
         let [t, gh, gw] = grid;
         let m = c.spatial_merge_size;
@@ -538,9 +560,7 @@ impl Qwen3Vl {
             );
         }
         let x = Tensor::from_slice(patches, (n, k), &self.device)?.to_dtype(self.dtype)?;
-        let mut x = x
-            .matmul(&self.patch_w.t()?)?
-            .broadcast_add(&self.patch_b)?;
+        let mut x = x.matmul(&self.patch_w.t()?)?.broadcast_add(&self.patch_b)?;
 
         // Each patch's (row, column), in merge-block order.
         let rc: Vec<(usize, usize)> = (0..n)
@@ -832,8 +852,12 @@ impl Qwen3Vl {
         let split = |lin: &Linear, heads: usize| -> candle_core::Result<Tensor> {
             apply(lin, &y)?.reshape((b, t, heads, hd))
         };
-        let q = l.q_norm.forward(&split(&l.q, self.cfg.num_attention_heads)?)?;
-        let k = l.k_norm.forward(&split(&l.k, self.cfg.num_key_value_heads)?)?;
+        let q = l
+            .q_norm
+            .forward(&split(&l.q, self.cfg.num_attention_heads)?)?;
+        let k = l
+            .k_norm
+            .forward(&split(&l.k, self.cfg.num_key_value_heads)?)?;
         let v = split(&l.v, self.cfg.num_key_value_heads)?;
         let q = candle_nn::rotary_emb::rope(&q.transpose(1, 2)?.contiguous()?, cos, sin)?;
         let k = candle_nn::rotary_emb::rope(&k.transpose(1, 2)?.contiguous()?, cos, sin)?;
@@ -924,7 +948,10 @@ fn attend(
     };
     let p = pk.dim(2)?;
     // Every batch row against the one shared past: [hkv, b·rep·s, d] @ [hkv, d, p].
-    let qp = qg.transpose(0, 1)?.contiguous()?.reshape((hkv, b * rep * s, hd))?;
+    let qp = qg
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((hkv, b * rep * s, hd))?;
     let pk = pk.squeeze(0)?;
     let pv = pv.squeeze(0)?;
     let shared = (qp.matmul(&pk.t()?)? * scale)?
@@ -981,7 +1008,12 @@ impl SimpleBackend for RandomWeights {
         Tensor::from_vec(data, s, dev)?.to_dtype(dtype)
     }
 
-    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+    fn get_unchecked(
+        &self,
+        name: &str,
+        _dtype: DType,
+        _dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         candle_core::bail!("random weights need a shape for {name}")
     }
 
@@ -1035,7 +1067,9 @@ mod tests {
     #[test]
     fn shared_prefix_equals_full_prompts() {
         let m = Qwen3Vl::random(tiny(), &Device::Cpu, DType::F32, 7).unwrap();
-        let patches: Vec<f32> = (0..16 * 3 * 2 * 16).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+        let patches: Vec<f32> = (0..16 * 3 * 2 * 16)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
         let img = m.encode_image(&patches, [1, 4, 4]).unwrap();
         let head = [5u32, 6, 49, 49, 49, 49, 7];
         let sufs = vec![vec![8u32, 9, 10], vec![11u32], vec![12u32, 13, 14, 15, 16]];

@@ -191,9 +191,13 @@ impl Tokenizer {
                 "only byte-level BPE tokenizers (Qwen family) are supported",
             ));
         }
-        let vocab = model["vocab"]
-            .as_object()
-            .ok_or_else(|| input("`model.vocab` is missing", at, "a BPE tokenizer.json has one"))?;
+        let vocab = model["vocab"].as_object().ok_or_else(|| {
+            input(
+                "`model.vocab` is missing",
+                at,
+                "a BPE tokenizer.json has one",
+            )
+        })?;
         let mut pairs: Vec<(String, u32)> = vocab
             .iter()
             .filter_map(|(k, id)| id.as_u64().map(|id| (k.clone(), id as u32)))
@@ -205,7 +209,11 @@ impl Tokenizer {
                 pairs.push((c.to_string(), id as u32));
             }
         }
-        let n = pairs.iter().map(|(_, id)| *id as usize + 1).max().unwrap_or(0);
+        let n = pairs
+            .iter()
+            .map(|(_, id)| *id as usize + 1)
+            .max()
+            .unwrap_or(0);
         let mut tokens = vec![String::new(); n];
         let mut types = vec![0; n];
         for (piece, id) in &pairs {

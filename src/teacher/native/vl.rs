@@ -147,8 +147,11 @@ impl VlTeacher {
             ));
         }
         let v = &model.cfg.vision;
-        if (preprocess.patch_size, preprocess.merge_size, preprocess.temporal_patch_size)
-            != (v.patch_size, v.spatial_merge_size, v.temporal_patch_size)
+        if (
+            preprocess.patch_size,
+            preprocess.merge_size,
+            preprocess.temporal_patch_size,
+        ) != (v.patch_size, v.spatial_merge_size, v.temporal_patch_size)
         {
             return Err(input(
                 "preprocessor_config.json's patch, merge or temporal size differs from config.json's",
@@ -190,7 +193,10 @@ impl VlTeacher {
     }
 
     /// Preprocess an image: HF-order patches and the grid, and the number of merged tokens.
-    pub fn image_input(&self, img: &crate::data::RawImage) -> Result<(Vec<f32>, [usize; 3], usize)> {
+    pub fn image_input(
+        &self,
+        img: &crate::data::RawImage,
+    ) -> Result<(Vec<f32>, [usize; 3], usize)> {
         let (patches, grid) = self.preprocess.preprocess(img)?;
         let m = self.model.cfg.vision.spatial_merge_size;
         let n = grid[0] * grid[1] * grid[2] / (m * m);
@@ -212,7 +218,10 @@ impl VlTeacher {
         let n_img = image.as_ref().map_or(0, |(_, _, n)| *n);
         let prompts: Vec<Vec<u32>> = questions
             .iter()
-            .map(|q| self.tokenizer.encode(&self.prompt_text(class, q, n_img), false))
+            .map(|q| {
+                self.tokenizer
+                    .encode(&self.prompt_text(class, q, n_img), false)
+            })
             .collect();
         let vision = match &image {
             Some((patches, grid, _)) => Some(self.model.encode_image(patches, *grid)?),

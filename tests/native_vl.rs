@@ -1,0 +1,320 @@
+//! The native Qwen3-VL teacher against Hugging Face transformers.
+//!
+//! `tests/fixtures/qwen3vl/` holds a tiny random Qwen3-VL in the Hugging Face layout and the
+//! reference outputs of `Qwen3VLForConditionalGeneration` (float32, eager attention) for 3 images
+//! × 3 questions and one prompt with a system message, made once by `generate.py` in that folder.
+//! Here the same folder is loaded by `makd`'s own code: the processor's token ids and pixel values
+//! must be equal, the next-token log-probabilities within 1e-3, and the prefix-shared batch path
+//! within 1e-4 of running each prompt in full.
+
+mod common;
+
+use candle_core::{DType, IndexOp, Tensor};
+use common::{makd, ok, repo, user_error};
+use makd::data::Sample;
+use makd::teacher::native::vl::{VlOptions, VlTeacher};
+use makd::teacher::Subject;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+fn fixture() -> PathBuf {
+    repo().join("tests/fixtures/qwen3vl")
+}
+
+struct Reference {
+    json: serde_json::Value,
+    tensors: HashMap<String, Tensor>,
+}
+
+fn reference() -> Reference {
+    let dir = fixture();
+    Reference {
+        json: common::read_json(&dir.join("reference.json")),
+        tensors: candle_core::safetensors::load(
+            dir.join("reference.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
+        .into_iter()
+        .collect(),
+    }
+}
+
+impl Reference {
+    fn t(&self, name: &str) -> &Tensor {
+        self.tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("reference has no {name}"))
+    }
+    fn ids(&self, name: &str) -> Vec<u32> {
+        self.t(name)
+            .to_vec1::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|x| x as u32)
+            .collect()
+    }
+    fn questions(&self) -> Vec<String> {
+        self.json["questions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q.as_str().unwrap().to_string())
+            .collect()
+    }
+    fn image(&self, i: usize) -> Sample {
+        let file = self.json["image_files"][i].as_str().unwrap();
+        Sample {
+            id: file.into(),
+            image: makd::data::imagefolder::decode_file(&fixture().join(file)).unwrap(),
+            label: 0,
+        }
+    }
+    /// The reference log-softmax of a pair's last-position logits.
+    fn logprobs(&self, name: &str) -> Vec<f32> {
+        candle_nn::ops::log_softmax(self.t(name), 0)
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+}
+
+fn teacher(dtype: DType, system: Option<&str>) -> VlTeacher {
+    VlTeacher::load(&VlOptions {
+        model_dir: fixture(),
+        dtype,
+        system: system.map(str::to_string),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn p_yes(lp: &[f32], yes: usize, no: usize) -> f32 {
+    1.0 / (1.0 + (lp[no] - lp[yes]).exp())
+}
+
+#[test]
+fn processor_and_tokenizer_match_transformers() {
+    let r = reference();
+    let t = teacher(DType::F32, None);
+    for i in 0..3 {
+        let s = r.image(i);
+        let (patches, grid, n) = t.image_input(&s.image).unwrap();
+        let want = r.t(&format!("pixel_values_{i}"));
+        assert_eq!(
+            want.dims(),
+            &[patches.len() / want.dim(1).unwrap(), want.dim(1).unwrap()]
+        );
+        assert_eq!(
+            max_diff(&patches, &want.flatten_all().unwrap().to_vec1().unwrap()),
+            0.0,
+            "image {i}: pixel values"
+        );
+        let g: Vec<usize> = r
+            .t(&format!("grid_{i}"))
+            .i(0)
+            .unwrap()
+            .to_vec1::<i64>()
+            .unwrap()
+            .iter()
+            .map(|&x| x as usize)
+            .collect();
+        assert_eq!(grid.to_vec(), g, "image {i}: grid");
+        for (j, q) in r.questions().iter().enumerate() {
+            let ids = t.tokenizer.encode(&t.prompt_text("", q, n), false);
+            assert_eq!(
+                ids,
+                r.ids(&format!("ids_{i}_{j}")),
+                "pair {i},{j}: token ids"
+            );
+        }
+    }
+    let sys = r.json["system"]["system_prompt"].as_str().unwrap();
+    let ts = teacher(DType::F32, Some(sys));
+    let (_, _, n) = ts.image_input(&r.image(0).image).unwrap();
+    let ids = ts
+        .tokenizer
+        .encode(&ts.prompt_text("", &r.questions()[0], n), false);
+    assert_eq!(ids, r.ids("ids_sys"));
+}
+
+#[test]
+fn vision_tower_and_positions_match_transformers() {
+    let r = reference();
+    let t = teacher(DType::F32, None);
+    let (patches, grid, n) = t.image_input(&r.image(0).image).unwrap();
+    let v = t.model.encode_image(&patches, grid).unwrap();
+    let flat = |x: &Tensor| x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let d = max_diff(&flat(&v.embeds), &flat(r.t("image_embeds_0_0")));
+    assert!(d < 1e-4, "merged image embeddings: max |Δ| {d}");
+    for (k, f) in v.deepstack.iter().enumerate() {
+        let d = max_diff(&flat(f), &flat(r.t(&format!("deepstack_{k}_0_0"))));
+        assert!(d < 1e-4, "deepstack feature {k}: max |Δ| {d}");
+    }
+    let ids = t
+        .tokenizer
+        .encode(&t.prompt_text("", &r.questions()[0], n), false);
+    let (pos, _) = t.model.positions(&ids, Some(grid)).unwrap();
+    let want = r.t("position_ids_0_0").to_dtype(DType::I64).unwrap();
+    for axis in 0..3 {
+        let w: Vec<u32> = want
+            .i(axis)
+            .unwrap()
+            .to_vec1::<i64>()
+            .unwrap()
+            .iter()
+            .map(|&x| x as u32)
+            .collect();
+        let got: Vec<u32> = pos.iter().map(|p| p[axis]).collect();
+        assert_eq!(got, w, "MRoPE axis {axis}");
+    }
+}
+
+#[test]
+fn logprobs_match_transformers_within_1e3_and_sharing_changes_nothing() {
+    let r = reference();
+    let t = teacher(DType::F32, None);
+    let yes = r.json["yes_no"]["yes_id"].as_u64().unwrap() as usize;
+    let no = r.json["yes_no"]["no_id"].as_u64().unwrap() as usize;
+    let qs = r.questions();
+    let qs: Vec<&str> = qs.iter().map(String::as_str).collect();
+    let mut p_spread = Vec::new();
+    for i in 0..3 {
+        let s = r.image(i);
+        let full = t.question_logprobs(Subject::Image(&s), &qs, false).unwrap();
+        let shared = t.question_logprobs(Subject::Image(&s), &qs, true).unwrap();
+        for j in 0..qs.len() {
+            let want = r.logprobs(&format!("logits_{i}_{j}"));
+            let d = max_diff(&full[j], &want);
+            assert!(
+                d < 1e-3,
+                "pair {i},{j}: max |Δ logprob| vs transformers {d}"
+            );
+            let d = max_diff(&shared[j], &full[j]);
+            assert!(d < 1e-4, "pair {i},{j}: shared vs unshared max |Δ| {d}");
+            let (pw, pg) = (p_yes(&want, yes, no), p_yes(&shared[j], yes, no));
+            assert!((pw - pg).abs() < 1e-4, "pair {i},{j}: P(yes) {pg} vs {pw}");
+            p_spread.push(pw);
+        }
+    }
+    // The fixture is only a test if the answers differ between pairs.
+    let (lo, hi) = p_spread
+        .iter()
+        .fold((1f32, 0f32), |(l, h), &p| (l.min(p), h.max(p)));
+    assert!(
+        hi - lo > 0.3,
+        "reference P(yes) spread {lo}..{hi} too narrow"
+    );
+
+    let sys = r.json["system"]["system_prompt"].as_str().unwrap();
+    let ts = teacher(DType::F32, Some(sys));
+    let lp = ts
+        .question_logprobs(Subject::Image(&r.image(0)), &qs[..1], true)
+        .unwrap();
+    let d = max_diff(&lp[0], &r.logprobs("logits_sys"));
+    assert!(d < 1e-3, "system prompt: max |Δ logprob| {d}");
+}
+
+#[test]
+fn bf16_stays_close_to_the_f32_reference() {
+    let r = reference();
+    let t = teacher(DType::BF16, None);
+    let yes = r.json["yes_no"]["yes_id"].as_u64().unwrap() as usize;
+    let no = r.json["yes_no"]["no_id"].as_u64().unwrap() as usize;
+    let qs = r.questions();
+    let qs: Vec<&str> = qs.iter().map(String::as_str).collect();
+    let mut worst = 0f32;
+    for i in 0..3 {
+        let rows = t
+            .question_logprobs(Subject::Image(&r.image(i)), &qs, true)
+            .unwrap();
+        for (j, row) in rows.iter().enumerate() {
+            let want = r.logprobs(&format!("logits_{i}_{j}"));
+            worst = worst.max((p_yes(row, yes, no) - p_yes(&want, yes, no)).abs());
+        }
+    }
+    assert!(worst < 0.05, "bf16 P(yes) off by up to {worst}");
+}
+
+/// `makd label --backend native` through the binary: the store holds the reference P(yes).
+#[test]
+fn label_command_writes_the_reference_answers() {
+    let r = reference();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("data");
+    for (i, class) in ["bag", "coat", "shoe"].iter().enumerate() {
+        let d = root.join("train").join(class);
+        std::fs::create_dir_all(&d).unwrap();
+        let file = r.json["image_files"][i].as_str().unwrap();
+        std::fs::copy(fixture().join(file), d.join(file)).unwrap();
+    }
+    let qfile = tmp.path().join("questions.txt");
+    std::fs::write(&qfile, r.questions().join("\n") + "\n").unwrap();
+    let aspects = tmp.path().join("aspects.json");
+    ok(makd()
+        .args(["aspects", "import"])
+        .arg(&qfile)
+        .args(["--classes", "bag,coat,shoe", "-o"])
+        .arg(&aspects));
+    let store = tmp.path().join("scores");
+    let dataset = format!("imagefolder:{}", root.display());
+    ok(makd()
+        .args(["label", "--backend", "native", "--model-dir"])
+        .arg(fixture())
+        .args(["--dataset", &dataset, "--aspects"])
+        .arg(&aspects)
+        .arg("--out")
+        .arg(&store));
+    let s = makd::scores::ScoreStore::open(&store).unwrap();
+    assert_eq!(s.manifest.teacher.backend, "native");
+    // The vocabulary's Yes and No spellings (`Yes`, `ĠYes`, `YES`, …; here 5 + 5).
+    let vocab = common::read_json(&fixture().join("tokenizer.json"))["model"]["vocab"].clone();
+    let mut variants: (Vec<usize>, Vec<usize>) = (vec![], vec![]);
+    for (piece, id) in vocab.as_object().unwrap() {
+        let word = piece.trim_start_matches(['Ġ', ' ']).to_lowercase();
+        match word.as_str() {
+            "yes" => variants.0.push(id.as_u64().unwrap() as usize),
+            "no" => variants.1.push(id.as_u64().unwrap() as usize),
+            _ => {}
+        }
+    }
+    assert_eq!((variants.0.len(), variants.1.len()), (5, 5));
+    for (i, id) in s.manifest.image_ids.iter().enumerate() {
+        let img = (0..3)
+            .find(|&k| id.ends_with(r.json["image_files"][k].as_str().unwrap()))
+            .unwrap();
+        for j in 0..3 {
+            // Every Yes spelling against every No spelling, from the reference distribution.
+            let lp = r.logprobs(&format!("logits_{img}_{j}"));
+            let lse = |ids: &[usize]| {
+                let v: Vec<f64> = ids.iter().map(|&t| lp[t] as f64).collect();
+                let m = v.iter().cloned().fold(f64::MIN, f64::max);
+                m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+            };
+            let (ly, ln) = (lse(&variants.0), lse(&variants.1));
+            let want = (1.0 / (1.0 + (ln - ly).exp())) as f32;
+            let got = s.p_yes_row(i)[j];
+            assert!((got - want).abs() < 1e-4, "{id} q{j}: {got} vs {want}");
+        }
+    }
+
+    // A folder that is not a model: a user error naming what is missing.
+    let err = user_error(
+        makd()
+            .args(["label", "--backend", "native", "--model-dir"])
+            .arg(tmp.path())
+            .args(["--dataset", &dataset, "--aspects"])
+            .arg(&aspects)
+            .arg("--out")
+            .arg(tmp.path().join("s2")),
+    );
+    assert!(err.contains("tokenizer.json is missing"), "{err}");
+}
