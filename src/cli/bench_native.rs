@@ -142,7 +142,7 @@ pub fn run(a: Args) -> Result<()> {
     );
     let (text_params, vision_params) = cfg.param_counts();
     let t = Instant::now();
-    let model = Qwen3Vl::random(cfg.clone(), &Device::Cpu, dtype, 0)?;
+    let model = Qwen3Vl::random(cfg.clone(), &Device::cuda_if_available(0)?, dtype, 0)?;
     let load_s = t.elapsed().as_secs_f64();
     let pre = VisionPreprocess::from_json(&serde_json::from_str(PREPROCESSOR)?, "bench")?;
     let teacher = VlTeacher::new(

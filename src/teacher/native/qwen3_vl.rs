@@ -22,8 +22,8 @@
 //!   image continues from start + max(rows, columns). After decoder layer `i` the `i`-th DeepStack
 //!   feature is added to the hidden states of the image tokens.
 //! - **Prefix sharing.** [`Qwen3Vl::prefill`] runs `[system][image][prompt head]` once and keeps
-//!   its keys and values; [`Qwen3Vl::suffix_logprobs`] then runs a batch of question suffixes
-//!   (right-padded) that attend to the shared prefix plus their own causal past, and returns the
+//!   its keys and values; [`Qwen3Vl::suffix_logprobs`] then runs all question suffixes packed
+//!   end to end (no padding), each attending to the shared prefix and its own past, and returns the
 //!   next-token log-probabilities at each suffix's last real token.
 
 use crate::error::{input, IoContext, Result};
@@ -776,7 +776,7 @@ impl Qwen3Vl {
         let mut kv = Vec::with_capacity(self.layers.len());
         for (i, l) in self.layers.iter().enumerate() {
             let (q, k, v) = self.qkv(l, &x, &cos, &sin)?;
-            let o = attend(&q, None, &k, &v, self.cfg.head_dim)?;
+            let o = attend(&q, &k, &v, self.cfg.head_dim)?;
             x = self.finish_layer(l, &x, &o)?;
             kv.push((k, v));
             if let Some((s, e, feats)) = ds {
@@ -798,43 +798,42 @@ impl Qwen3Vl {
     }
 
     /// Next-token log-probabilities (`[batch, vocab]`, f32) after each suffix, every suffix
-    /// continuing the same `prefix`. Suffixes are text only; they run as one right-padded batch.
+    /// continuing the same `prefix`. Suffixes are text only; they run together, packed end to
+    /// end without padding.
     pub fn suffix_logprobs(&self, prefix: &Prefix, suffixes: &[Vec<u32>]) -> Result<Tensor> {
         Ok(self.suffix_inner(prefix, suffixes)?)
     }
 
     fn suffix_inner(&self, prefix: &Prefix, suffixes: &[Vec<u32>]) -> candle_core::Result<Tensor> {
-        let b = suffixes.len();
-        let s = suffixes.iter().map(Vec::len).max().unwrap_or(0);
-        if b == 0 || s == 0 || suffixes.iter().any(Vec::is_empty) {
+        if suffixes.is_empty() || suffixes.iter().any(Vec::is_empty) {
             candle_core::bail!("every suffix needs at least one token");
         }
-        let mut flat = Vec::with_capacity(b * s);
-        for suf in suffixes {
-            flat.extend_from_slice(suf);
-            flat.extend(std::iter::repeat_n(suf[0], s - suf.len()));
-        }
-        let idt = Tensor::from_vec(flat, b * s, &self.device)?;
-        let mut x = self
-            .embed
-            .index_select(&idt, 0)?
-            .reshape((b, s, self.cfg.hidden_size))?;
-        let pos: Vec<[u32; 3]> = (0..s as u32).map(|i| [prefix.next_pos + i; 3]).collect();
+        // Packed, not padded: the suffixes' tokens side by side as one sequence, so the
+        // projections and MLPs do no work on padding; attention keeps them apart.
+        let lens: Vec<usize> = suffixes.iter().map(Vec::len).collect();
+        let flat: Vec<u32> = suffixes.concat();
+        let total = flat.len();
+        let idt = Tensor::from_vec(flat, total, &self.device)?;
+        let mut x = self.embed.index_select(&idt, 0)?.unsqueeze(0)?;
+        let pos: Vec<[u32; 3]> = lens
+            .iter()
+            .flat_map(|&n| (0..n as u32).map(|i| [prefix.next_pos + i; 3]))
+            .collect();
         let (cos, sin) = self.mrope(&pos)?;
         for (l, (pk, pv)) in self.layers.iter().zip(&prefix.kv) {
             let (q, k, v) = self.qkv(l, &x, &cos, &sin)?;
-            let o = attend(&q, Some((pk, pv)), &k, &v, self.cfg.head_dim)?;
+            let o = attend_packed(&q, (pk, pv), &k, &v, &lens, self.cfg.head_dim)?;
             x = self.finish_layer(l, &x, &o)?;
         }
-        let rows: Vec<u32> = suffixes
+        let rows: Vec<u32> = lens
             .iter()
-            .enumerate()
-            .map(|(i, suf)| (i * s + suf.len() - 1) as u32)
+            .scan(0usize, |end, &n| {
+                *end += n;
+                Some((*end - 1) as u32)
+            })
             .collect();
         let rows = Tensor::new(rows.as_slice(), &self.device)?;
-        let last = x
-            .reshape((b * s, self.cfg.hidden_size))?
-            .index_select(&rows, 0)?;
+        let last = x.squeeze(0)?.index_select(&rows, 0)?;
         self.logprobs(&last)
     }
 
@@ -919,56 +918,71 @@ fn image_span(ids: &[u32], img: u32) -> Result<Option<(usize, usize)>> {
     Ok(Some((s, e)))
 }
 
-/// Causal grouped-query attention of new tokens `q` (`[b, heads, s, d]`, with their own keys and
-/// values `[b, kv heads, s, d]`) over an optional shared past (`[1, kv heads, p, d]`, seen by
-/// every batch row). Returns `[b, heads, s, d]`.
-fn attend(
-    q: &Tensor,
-    past: Option<(&Tensor, &Tensor)>,
-    k: &Tensor,
-    v: &Tensor,
-    hd: usize,
-) -> candle_core::Result<Tensor> {
+/// Causal grouped-query attention within one prompt: `q` `[b, heads, s, d]`, keys and values
+/// `[b, kv heads, s, d]`. Returns `[b, heads, s, d]`.
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, hd: usize) -> candle_core::Result<Tensor> {
     let (b, hq, s, _) = q.dims4()?;
     let hkv = k.dim(1)?;
     let rep = hq / hkv;
-    let scale = (hd as f64).powf(-0.5);
-    let dt = q.dtype();
-    // Query heads of one KV group side by side: [b, hkv, rep·s, d].
+    // Query heads of one KV group stacked: [b, hkv, rep·s, d].
     let qg = q.reshape((b, hkv, rep * s, hd))?;
-    let own = (qg.matmul(&k.t()?)? * scale)?; // [b, hkv, rep·s, s]
+    let own = (qg.matmul(&k.t()?)? * (hd as f64).powf(-0.5))?;
+    let w = softmax_f32(&own.broadcast_add(&causal_mask(rep, s, q)?)?)?;
+    w.matmul(v)?.reshape((b, hq, s, hd))
+}
+
+/// `[rep·s, s]`: row `r·s + i` (query position `i`) sees keys `0..=i`.
+fn causal_mask(rep: usize, s: usize, like: &Tensor) -> candle_core::Result<Tensor> {
     let mask: Vec<f32> = (0..rep * s)
         .flat_map(|r| (0..s).map(move |j| if j > r % s { f32::NEG_INFINITY } else { 0.0 }))
         .collect();
-    let mask = Tensor::from_vec(mask, (rep * s, s), q.device())?.to_dtype(dt)?;
-    let own = own.broadcast_add(&mask)?;
-    let Some((pk, pv)) = past else {
-        let w = softmax_f32(&own)?;
-        return w.matmul(v)?.reshape((b, hq, s, hd));
-    };
-    let p = pk.dim(2)?;
-    // Every batch row against the one shared past: [hkv, b·rep·s, d] @ [hkv, d, p].
-    let qp = qg
-        .transpose(0, 1)?
-        .contiguous()?
-        .reshape((hkv, b * rep * s, hd))?;
-    let pk = pk.squeeze(0)?;
-    let pv = pv.squeeze(0)?;
-    let shared = (qp.matmul(&pk.t()?)? * scale)?
-        .reshape((hkv, b, rep * s, p))?
-        .transpose(0, 1)?;
-    let w = softmax_f32(&Tensor::cat(&[&shared, &own], D::Minus1)?)?;
-    let wp = w
-        .narrow(D::Minus1, 0, p)?
-        .transpose(0, 1)?
-        .contiguous()?
-        .reshape((hkv, b * rep * s, p))?;
-    let from_past = wp
-        .matmul(&pv)?
-        .reshape((hkv, b, rep * s, hd))?
-        .transpose(0, 1)?;
-    let from_own = w.narrow(D::Minus1, p, s)?.contiguous()?.matmul(v)?;
-    (from_past + from_own)?.reshape((b, hq, s, hd))
+    Tensor::from_vec(mask, (rep * s, s), like.device())?.to_dtype(like.dtype())
+}
+
+/// Attention of packed suffixes over one shared prefix. `q` is `[1, heads, total, d]` and `k`,
+/// `v` `[1, kv heads, total, d]` for the suffixes laid end to end (`lens` tokens each); `past`
+/// holds the prefix's keys and values `[1, kv heads, p, d]`. Every suffix sees the whole prefix
+/// and its own earlier tokens, never another suffix. Returns `[1, heads, total, d]`.
+fn attend_packed(
+    q: &Tensor,
+    past: (&Tensor, &Tensor),
+    k: &Tensor,
+    v: &Tensor,
+    lens: &[usize],
+    hd: usize,
+) -> candle_core::Result<Tensor> {
+    let (_, hq, total, _) = q.dims4()?;
+    let hkv = k.dim(1)?;
+    let rep = hq / hkv;
+    let scale = (hd as f64).powf(-0.5);
+    let (pk, pv) = (past.0.squeeze(0)?, past.1.squeeze(0)?);
+    let p = pk.dim(1)?;
+    let qg = q.squeeze(0)?.reshape((hkv, rep, total, hd))?;
+    let (k, v) = (k.squeeze(0)?, v.squeeze(0)?);
+    // All queries against the shared prefix in one matmul per KV group.
+    let shared = (qg.reshape((hkv, rep * total, hd))?.matmul(&pk.t()?)? * scale)?
+        .reshape((hkv, rep, total, p))?;
+    let mut outs = Vec::with_capacity(lens.len());
+    let mut start = 0;
+    for &n in lens {
+        let qs = qg
+            .narrow(2, start, n)?
+            .contiguous()?
+            .reshape((hkv, rep * n, hd))?;
+        let ks = k.narrow(1, start, n)?.contiguous()?;
+        let vs = v.narrow(1, start, n)?.contiguous()?;
+        let own = (qs.matmul(&ks.t()?)? * scale)?.broadcast_add(&causal_mask(rep, n, q)?)?;
+        let sp = shared
+            .narrow(2, start, n)?
+            .contiguous()?
+            .reshape((hkv, rep * n, p))?;
+        let w = softmax_f32(&Tensor::cat(&[&sp, &own], D::Minus1)?)?;
+        let o = (w.narrow(D::Minus1, 0, p)?.contiguous()?.matmul(&pv)?
+            + w.narrow(D::Minus1, p, n)?.contiguous()?.matmul(&vs)?)?;
+        outs.push(o.reshape((hkv, rep, n, hd))?);
+        start += n;
+    }
+    Tensor::cat(&outs, 2)?.reshape((1, hq, total, hd))
 }
 
 /// Random weights for benchmarks: N(0, 1/fan_in) for matrices, 1 for norm weights, 0 for biases;
@@ -1047,6 +1061,80 @@ mod tests {
         c.vision.num_position_embeddings = 16;
         c.vision.deepstack_visual_indexes = vec![0, 1];
         c
+    }
+
+    #[test]
+    fn reads_both_config_layouts_and_refuses_others() {
+        let base = serde_json::json!({
+            "model_type": "qwen3_vl", "image_token_id": 9, "tie_word_embeddings": true,
+            "text_config": {"vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+                "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+                "head_dim": 8, "rope_theta": 1000.0,
+                "rope_scaling": {"mrope_section": [2, 1, 1], "mrope_interleaved": true}},
+            "vision_config": {"depth": 1, "hidden_size": 8, "intermediate_size": 8, "num_heads": 2,
+                "patch_size": 4, "out_hidden_size": 8, "num_position_embeddings": 4}
+        });
+        let c = Qwen3VlConfig::from_json(&base, "c").unwrap();
+        assert_eq!(
+            (c.mrope_section, c.rope_theta, c.tie_word_embeddings),
+            ([2, 1, 1], 1000.0, true)
+        );
+        assert_eq!(
+            (c.vision.rope_theta, c.vision.spatial_merge_size),
+            (10_000.0, 2)
+        );
+        // transformers 5 writes rope_parameters (theta inside) and may tie in text_config.
+        let mut v5 = base.clone();
+        let t = v5["text_config"].as_object_mut().unwrap();
+        t.remove("rope_scaling");
+        t.remove("rope_theta");
+        t.insert(
+            "rope_parameters".into(),
+            serde_json::json!({"rope_theta": 7.0, "mrope_section": [2, 1, 1]}),
+        );
+        v5.as_object_mut().unwrap().remove("tie_word_embeddings");
+        let c5 = Qwen3VlConfig::from_json(&v5, "c").unwrap();
+        assert_eq!((c5.rope_theta, c5.tie_word_embeddings), (7.0, false));
+        for (parent, key, value, needle) in [
+            (
+                "",
+                "model_type",
+                serde_json::json!("qwen2_5_vl"),
+                "model_type",
+            ),
+            (
+                "/text_config/rope_scaling",
+                "mrope_section",
+                serde_json::json!([1, 1, 1]),
+                "mrope_section",
+            ),
+            (
+                "/text_config/rope_scaling",
+                "mrope_interleaved",
+                serde_json::json!(false),
+                "interleaved",
+            ),
+            (
+                "/text_config",
+                "hidden_act",
+                serde_json::json!("gelu"),
+                "hidden_act",
+            ),
+            (
+                "/vision_config",
+                "depth",
+                serde_json::json!("x"),
+                "vision_config.depth",
+            ),
+        ] {
+            let mut bad = base.clone();
+            bad.pointer_mut(parent)
+                .and_then(|o| o.as_object_mut())
+                .unwrap()
+                .insert(key.into(), value);
+            let err = Qwen3VlConfig::from_json(&bad, "c").unwrap_err().to_string();
+            assert!(err.contains(needle), "{parent}/{key}: {err}");
+        }
     }
 
     #[test]

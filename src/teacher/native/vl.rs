@@ -100,7 +100,9 @@ impl VlTeacher {
         let tokenizer = Tokenizer::from_hf_json(&need("tokenizer.json")?)?;
         let preprocess = VisionPreprocess::from_file(&need("preprocessor_config.json")?)?;
         need("config.json")?;
-        let model = Qwen3Vl::load(dir, &Device::Cpu, opts.dtype)?;
+        // The first GPU when built with `--features cuda` and one is present, else the CPU.
+        let device = Device::cuda_if_available(0)?;
+        let model = Qwen3Vl::load(dir, &device, opts.dtype)?;
         Self::new(model, tokenizer, preprocess, opts)
     }
 
