@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::{Device, Tensor, Var};
+use makd::kernels::peak::{fma_peak_one_thread, nominal_ghz};
 use makd::kernels::{self, conv, ConvGeom};
 
 struct Layer {
@@ -200,54 +201,6 @@ fn bench_raw(g: &ConvGeom, reps: usize) -> Result<(f64, f64)> {
         Ok(())
     })?;
     Ok((fwd, bwd))
-}
-
-/// GFLOP/s of a register-only FMA loop on one thread.
-fn fma_peak_one_thread() -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { fma_loop_avx512() };
-        }
-    }
-    0.0
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn fma_loop_avx512() -> f64 {
-    use std::arch::x86_64::*;
-    // 10 independent chains cover 2 pipes × 4 cycles of FMA latency (more get spilled to the
-    // stack, which serialises them through memory); best of 5 runs, as
-    // the clock ramps up and neighbours come and go.
-    let a = _mm512_set1_ps(0.999_999);
-    let b = _mm512_set1_ps(1e-7);
-    let iters = 10_000_000u64;
-    let mut best = 0f64;
-    for _ in 0..5 {
-        let mut acc = [_mm512_set1_ps(1.0); 10];
-        let start = Instant::now();
-        for _ in 0..iters {
-            for v in acc.iter_mut() {
-                *v = _mm512_fmadd_ps(*v, a, b);
-            }
-        }
-        let secs = start.elapsed().as_secs_f64();
-        let mut sum = 0f32;
-        for v in acc {
-            sum += _mm512_reduce_add_ps(v);
-        }
-        std::hint::black_box(sum);
-        best = best.max((iters * 10 * 16 * 2) as f64 / secs / 1e9);
-    }
-    best
-}
-
-fn nominal_ghz() -> Option<f64> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("cpu MHz"))?;
-    Some(line.split(':').nth(1)?.trim().parse::<f64>().ok()? / 1000.0)
 }
 
 fn main() -> Result<()> {

@@ -318,3 +318,33 @@ fn label_command_writes_the_reference_answers() {
     );
     assert!(err.contains("tokenizer.json is missing"), "{err}");
 }
+
+/// Class mode (no image): the class sentence joins the shared prefix; sharing changes nothing.
+#[test]
+fn class_mode_shares_the_class_sentence() {
+    let r = reference();
+    let t = VlTeacher::load(&VlOptions {
+        model_dir: fixture(),
+        mode: makd::teacher::Mode::Class,
+        ..Default::default()
+    })
+    .unwrap();
+    let qs = r.questions();
+    let qs: Vec<&str> = qs.iter().map(String::as_str).collect();
+    let full = t
+        .question_logprobs(Subject::Class("coat"), &qs, false)
+        .unwrap();
+    let shared = t
+        .question_logprobs(Subject::Class("coat"), &qs, true)
+        .unwrap();
+    for j in 0..qs.len() {
+        let d = max_diff(&full[j], &shared[j]);
+        assert!(d < 1e-4, "question {j}: shared vs unshared max |Δ| {d}");
+    }
+    let text = t.prompt_text("coat", qs[0], 0);
+    assert!(
+        text.starts_with("<|im_start|>user\nConsider a typical image of a coat. Does the object"),
+        "{text}"
+    );
+    assert!(!text.contains("<|vision_start|>"));
+}

@@ -52,8 +52,8 @@ pub struct Args {
     /// `f32` or `bf16`.
     #[arg(long, default_value = "f32")]
     dtype: String,
-    /// The machine's peak f32 GFLOP/s for the utilisation figure [default: estimated from
-    /// /proc/cpuinfo as logical CPUs × 64 FLOP/cycle (two AVX-512 FMA units) × MHz].
+    /// The machine's peak f32 GFLOP/s for the utilisation figure [default: measured, a
+    /// register-only AVX-512 FMA loop on one thread × the logical CPUs].
     #[arg(long)]
     peak_gflops: Option<f64>,
     /// Print one JSON object.
@@ -68,18 +68,6 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
             .map_err(|_| format!("{v:?} is not a pixel count"))
     };
     Ok((p(w)?, p(h)?))
-}
-
-fn peak_estimate() -> Option<f64> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let mhz: Vec<f64> = info
-        .lines()
-        .filter(|l| l.starts_with("cpu MHz"))
-        .filter_map(|l| l.split(':').nth(1)?.trim().parse().ok())
-        .collect();
-    let mhz = mhz.iter().cloned().fold(0.0, f64::max);
-    let cpus = std::thread::available_parallelism().ok()?.get() as f64;
-    (mhz > 0.0).then(|| cpus * 64.0 * mhz / 1000.0)
 }
 
 /// FLOPs of a text prefill of `t` new tokens attending to `past` earlier ones (matmuls only).
@@ -246,7 +234,9 @@ pub fn run(a: Args) -> Result<()> {
     let prefill_s = vision_s + prefix_s;
     let prefill_tps = p as f64 / prefix_s;
     let achieved = prefill_flops / prefill_s / 1e9;
-    let peak = a.peak_gflops.or_else(peak_estimate);
+    let peak = a
+        .peak_gflops
+        .or_else(makd::kernels::peak::machine_peak_gflops);
     let suffix_gflops =
         text_flops(&cfg, suffix_tokens / qs.len(), p, 1) * qs.len() as f64 / suffix_s / 1e9;
     let out = serde_json::json!({

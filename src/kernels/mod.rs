@@ -21,6 +21,7 @@ mod buf;
 pub mod conv;
 mod depthwise;
 mod norm;
+pub mod peak;
 pub mod pool;
 #[cfg(test)]
 mod reference;
