@@ -632,14 +632,11 @@ impl Qwen3Vl {
             let heads = |j: usize| -> candle_core::Result<Tensor> {
                 qkv.i((.., j))?.transpose(0, 1)?.unsqueeze(0)?.contiguous()
             };
-            let q = candle_nn::rotary_emb::rope(&heads(0)?, &cos, &sin)?;
+            // Scaled before the product: n×d multiplications instead of n×n.
+            let q = (candle_nn::rotary_emb::rope(&heads(0)?, &cos, &sin)? * scale)?;
             let kk = candle_nn::rotary_emb::rope(&heads(1)?, &cos, &sin)?;
             let v = heads(2)?;
-            let att = (q.matmul(&kk.t()?)? * scale)?;
-            let att = softmax_f32(&att)?;
-            let o = att
-                .matmul(&v)?
-                .squeeze(0)?
+            let o = full_attention(&q.squeeze(0)?, &kk.squeeze(0)?.t()?, &v.squeeze(0)?)?
                 .transpose(0, 1)?
                 .reshape((n, c.hidden_size))?;
             x = (x + b.proj.forward(&o)?)?;
@@ -882,6 +879,25 @@ impl Qwen3Vl {
     }
 }
 
+/// Bidirectional attention `softmax(q kᵀ) v` for `q`, `v` `[heads, n, d]` and `kt` `[heads, d, n]`
+/// (`q` already scaled), a block of query rows at a time so the score matrix stays below ~16 MB:
+/// a 448×448 image's scores would be 39 MB, a 896×896 one's 630 MB, per layer, and allocations
+/// past glibc's 32 MB mmap threshold are returned to the kernel and page-faulted in again.
+fn full_attention(q: &Tensor, kt: &Tensor, v: &Tensor) -> candle_core::Result<Tensor> {
+    let (heads, n, _) = q.dims3()?;
+    let rows = (4 << 20) / (heads * n).max(1);
+    let rows = rows.clamp(1, n);
+    let mut outs = Vec::with_capacity(n.div_ceil(rows));
+    let mut start = 0;
+    while start < n {
+        let r = rows.min(n - start);
+        let w = softmax_f32(&q.narrow(1, start, r)?.matmul(kt)?)?;
+        outs.push(w.matmul(v)?);
+        start += r;
+    }
+    Tensor::cat(&outs, 1)
+}
+
 /// Softmax over the last dimension, computed in f32 whatever the model's dtype.
 fn softmax_f32(x: &Tensor) -> candle_core::Result<Tensor> {
     let dt = x.dtype();
@@ -925,8 +941,8 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, hd: usize) -> candle_core::Result<
     let hkv = k.dim(1)?;
     let rep = hq / hkv;
     // Query heads of one KV group stacked: [b, hkv, rep·s, d].
-    let qg = q.reshape((b, hkv, rep * s, hd))?;
-    let own = (qg.matmul(&k.t()?)? * (hd as f64).powf(-0.5))?;
+    let qg = (q.reshape((b, hkv, rep * s, hd))? * (hd as f64).powf(-0.5))?;
+    let own = qg.matmul(&k.t()?)?;
     let w = softmax_f32(&own.broadcast_add(&causal_mask(rep, s, q)?)?)?;
     w.matmul(v)?.reshape((b, hq, s, hd))
 }
@@ -957,10 +973,12 @@ fn attend_packed(
     let scale = (hd as f64).powf(-0.5);
     let (pk, pv) = (past.0.squeeze(0)?, past.1.squeeze(0)?);
     let p = pk.dim(1)?;
-    let qg = q.squeeze(0)?.reshape((hkv, rep, total, hd))?;
+    let qg = (q.squeeze(0)?.reshape((hkv, rep, total, hd))? * scale)?;
     let (k, v) = (k.squeeze(0)?, v.squeeze(0)?);
     // All queries against the shared prefix in one matmul per KV group.
-    let shared = (qg.reshape((hkv, rep * total, hd))?.matmul(&pk.t()?)? * scale)?
+    let shared = qg
+        .reshape((hkv, rep * total, hd))?
+        .matmul(&pk.t()?)?
         .reshape((hkv, rep, total, p))?;
     let mut outs = Vec::with_capacity(lens.len());
     let mut start = 0;
@@ -971,7 +989,9 @@ fn attend_packed(
             .reshape((hkv, rep * n, hd))?;
         let ks = k.narrow(1, start, n)?.contiguous()?;
         let vs = v.narrow(1, start, n)?.contiguous()?;
-        let own = (qs.matmul(&ks.t()?)? * scale)?.broadcast_add(&causal_mask(rep, n, q)?)?;
+        let own = qs
+            .matmul(&ks.t()?)?
+            .broadcast_add(&causal_mask(rep, n, q)?)?;
         let sp = shared
             .narrow(2, start, n)?
             .contiguous()?
