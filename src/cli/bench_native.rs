@@ -112,7 +112,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut cfg = match (&a.config, a.shape.as_str()) {
         (Some(p), _) => Qwen3VlConfig::from_file(p)?,
         (None, "2b") => Qwen3VlConfig::qwen3_vl_2b(),
-        (None, "tiny") => tiny(),
+        (None, "tiny") => Qwen3VlConfig::tiny(),
         (None, s) => anyhow::bail!("--shape {s}: expected 2b or tiny"),
     };
     // The placeholder ids must be the tokenizer's.
@@ -296,24 +296,4 @@ pub fn run(a: Args) -> Result<()> {
         println!("check: max |Δ logprob| shared vs unshared = {max_diff:.2e}");
     }
     Ok(())
-}
-
-fn tiny() -> Qwen3VlConfig {
-    let mut c = Qwen3VlConfig::qwen3_vl_2b();
-    c.vocab_size = 4096;
-    c.hidden_size = 128;
-    c.intermediate_size = 256;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = 2;
-    c.head_dim = 32;
-    c.mrope_section = [6, 5, 5];
-    c.vision.depth = 2;
-    c.vision.hidden_size = 64;
-    c.vision.intermediate_size = 128;
-    c.vision.num_heads = 2;
-    c.vision.out_hidden_size = 128;
-    c.vision.num_position_embeddings = 64;
-    c.vision.deepstack_visual_indexes = vec![0];
-    c
 }

@@ -20,7 +20,7 @@ use crate::data::RawImage;
 use crate::error::{input, Result};
 use crate::llm::client::{Client, ClientOptions};
 use crate::llm::logprobs::{first_token, FirstToken};
-use crate::teacher::yesno::{default_variants, score_from_candidates};
+use crate::teacher::yesno::{check_variants, default_variants, score_from_candidates};
 use crate::teacher::{Mode, Score, Subject, Teacher, TeacherInfo, ANSWER_CUE};
 use base64::Engine;
 use serde_json::{json, Map, Value};
@@ -204,13 +204,7 @@ impl OpenAiTeacher {
                 "20 is what OpenAI-compatible servers usually allow",
             ));
         }
-        if opts.yes_tokens.is_empty() || opts.no_tokens.is_empty() {
-            return Err(input(
-                "the Yes and No token lists must not be empty",
-                "--yes-tokens / --no-tokens",
-                "the defaults are `yes` and `no`",
-            ));
-        }
+        check_variants(&opts.yes_tokens, &opts.no_tokens)?;
         let raw = opts
             .prompt_template
             .clone()

@@ -28,6 +28,18 @@ pub fn default_variants() -> (Vec<String>, Vec<String>) {
     )
 }
 
+/// Both spelling lists must be non-empty (every teacher's options are checked with this).
+pub fn check_variants(yes: &[String], no: &[String]) -> crate::error::Result<()> {
+    if yes.is_empty() || no.is_empty() {
+        return Err(crate::error::input(
+            "the Yes and No token lists must not be empty",
+            "--yes-token / --no-token",
+            "the defaults are `yes` and `no`",
+        ));
+    }
+    Ok(())
+}
+
 /// Canonical form of a token spelling: leading whitespace and the word-start markers of byte-level
 /// BPE (`Ġ`) and SentencePiece (`▁`) removed, trailing punctuation and whitespace removed,
 /// lower-cased.

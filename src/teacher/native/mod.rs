@@ -17,7 +17,9 @@ pub mod vl_image;
 use crate::aspects::Question;
 use crate::error::{input, Result};
 use crate::teacher::openai::{default_template, Api};
-use crate::teacher::yesno::{default_variants, normalize_token, score_from_candidates};
+use crate::teacher::yesno::{
+    check_variants, default_variants, normalize_token, score_from_candidates,
+};
 use crate::teacher::{Mode, Score, Subject, Teacher, TeacherInfo, ANSWER_CUE};
 use gguf_text::GgufText;
 use serde_json::json;
@@ -67,13 +69,7 @@ pub fn build_text(opts: &TextOptions) -> Result<Box<dyn Teacher>> {
 
 impl TextTeacher {
     pub fn new(opts: &TextOptions) -> Result<TextTeacher> {
-        if opts.yes_tokens.is_empty() || opts.no_tokens.is_empty() {
-            return Err(input(
-                "the Yes and No token lists must not be empty",
-                "--yes-tokens / --no-tokens",
-                "the defaults are `yes` and `no`",
-            ));
-        }
+        check_variants(&opts.yes_tokens, &opts.no_tokens)?;
         let raw = opts
             .prompt_template
             .clone()

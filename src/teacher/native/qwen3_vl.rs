@@ -256,6 +256,34 @@ impl Qwen3VlConfig {
         }
     }
 
+    /// A tiny shape of the same architecture (text: 2 layers, hidden 128, vocabulary 4096;
+    /// vision: 2 blocks, hidden 64) for tests and smoke runs of the benchmark.
+    pub fn tiny() -> Qwen3VlConfig {
+        let mut c = Qwen3VlConfig::qwen3_vl_2b();
+        c.vocab_size = 4096;
+        c.hidden_size = 128;
+        c.intermediate_size = 256;
+        c.num_hidden_layers = 2;
+        c.num_attention_heads = 4;
+        c.num_key_value_heads = 2;
+        c.head_dim = 32;
+        c.mrope_section = [6, 5, 5];
+        c.tie_word_embeddings = false;
+        c.vision.depth = 2;
+        c.vision.hidden_size = 64;
+        c.vision.intermediate_size = 128;
+        c.vision.num_heads = 2;
+        c.vision.out_hidden_size = 128;
+        c.vision.num_position_embeddings = 64;
+        c.vision.deepstack_visual_indexes = vec![0, 1];
+        (
+            c.vision_start_token_id,
+            c.vision_end_token_id,
+            c.image_token_id,
+        ) = (4093, 4094, 4095);
+        c
+    }
+
     /// Parameters of the text decoder and of the vision tower.
     pub fn param_counts(&self) -> (usize, usize) {
         let h = self.hidden_size;
@@ -1060,26 +1088,11 @@ impl SimpleBackend for RandomWeights {
 mod tests {
     use super::*;
 
+    /// The tiny shape with 4-pixel patches (small test images) and image token 49.
     fn tiny() -> Qwen3VlConfig {
-        let mut c = Qwen3VlConfig::qwen3_vl_2b();
-        c.vocab_size = 50;
-        c.hidden_size = 32;
-        c.intermediate_size = 48;
-        c.num_hidden_layers = 2;
-        c.num_attention_heads = 4;
-        c.num_key_value_heads = 2;
-        c.head_dim = 16;
-        c.mrope_section = [2, 3, 3];
-        c.tie_word_embeddings = false;
-        c.image_token_id = 49;
-        c.vision.depth = 2;
-        c.vision.hidden_size = 16;
-        c.vision.intermediate_size = 32;
-        c.vision.num_heads = 2;
+        let mut c = Qwen3VlConfig::tiny();
         c.vision.patch_size = 4;
-        c.vision.out_hidden_size = 32;
-        c.vision.num_position_embeddings = 16;
-        c.vision.deepstack_visual_indexes = vec![0, 1];
+        c.image_token_id = 49;
         c
     }
 

@@ -21,7 +21,7 @@ use super::vl_image::VisionPreprocess;
 use super::{answer_tokens, score_row};
 use crate::aspects::Question;
 use crate::error::{input, Result};
-use crate::teacher::yesno::default_variants;
+use crate::teacher::yesno::{check_variants, default_variants};
 use crate::teacher::{Mode, Score, Subject, Teacher, TeacherInfo, ANSWER_CUE};
 use candle_core::{DType, Device, IndexOp};
 use serde_json::json;
@@ -114,13 +114,7 @@ impl VlTeacher {
         opts: &VlOptions,
     ) -> Result<VlTeacher> {
         let at = opts.model_dir.display().to_string();
-        if opts.yes_tokens.is_empty() || opts.no_tokens.is_empty() {
-            return Err(input(
-                "the Yes and No token lists must not be empty",
-                "--yes-token / --no-token",
-                "the defaults are `yes` and `no`",
-            ));
-        }
+        check_variants(&opts.yes_tokens, &opts.no_tokens)?;
         let raw = opts
             .prompt_template
             .clone()
