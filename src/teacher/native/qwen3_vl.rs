@@ -453,7 +453,7 @@ impl Qwen3Vl {
         // SAFETY: the files are memory-mapped read-only; a file changed underneath a running
         // process is the user's doing, as with any mmap-based loader.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device)? };
-        Self::new(cfg, vb).map_err(|e| {
+        Self::with_progress(cfg, vb, "loading").map_err(|e| {
             input(
                 format!("cannot load the weights: {e}"),
                 dir.display().to_string(),
@@ -465,10 +465,31 @@ impl Qwen3Vl {
     /// A model of the given shape with random weights (benchmarks): no file is read.
     pub fn random(cfg: Qwen3VlConfig, device: &Device, dtype: DType, seed: u64) -> Result<Qwen3Vl> {
         let vb = VarBuilder::from_backend(Box::new(RandomWeights { seed }), dtype, device.clone());
-        Ok(Self::new(cfg, vb)?)
+        Ok(Self::with_progress(cfg, vb, "random weights")?)
+    }
+
+    /// Build from a VarBuilder with a progress bar over the layers on stderr.
+    fn with_progress(
+        cfg: Qwen3VlConfig,
+        vb: VarBuilder,
+        what: &str,
+    ) -> candle_core::Result<Qwen3Vl> {
+        let layers = cfg.vision.depth + cfg.num_hidden_layers;
+        let pb = crate::progress::bar(layers as u64, what, "layers");
+        let m = Self::build(cfg, vb, &|| pb.inc(1));
+        pb.finish_and_clear();
+        m
     }
 
     pub fn new(cfg: Qwen3VlConfig, vb: VarBuilder) -> candle_core::Result<Qwen3Vl> {
+        Self::build(cfg, vb, &|| ())
+    }
+
+    fn build(
+        cfg: Qwen3VlConfig,
+        vb: VarBuilder,
+        layer_done: &dyn Fn(),
+    ) -> candle_core::Result<Qwen3Vl> {
         let device = vb.device().clone();
         let dtype = vb.dtype();
         let c = &cfg.vision;
@@ -503,6 +524,7 @@ impl Qwen3Vl {
                 fc1: linear(&b.pp("mlp.linear_fc1"), h, c.intermediate_size, true)?,
                 fc2: linear(&b.pp("mlp.linear_fc2"), c.intermediate_size, h, true)?,
             });
+            layer_done();
         }
         let merger = Merger::load(vv.pp("merger"), c, false)?;
         let deepstack = (0..c.deepstack_visual_indexes.len())
@@ -533,6 +555,7 @@ impl Qwen3Vl {
                 up: linear(&l.pp("mlp.up_proj"), h, cfg.intermediate_size, false)?,
                 down: linear(&l.pp("mlp.down_proj"), cfg.intermediate_size, h, false)?,
             });
+            layer_done();
         }
         let norm = rms_norm(&tv.pp("norm"), h, cfg.rms_norm_eps)?;
         let lm_head = if cfg.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
