@@ -121,6 +121,32 @@ fn killed_run_resumes_to_the_uninterrupted_result() {
     assert!(wa == wb, "final weights differ after resume");
 }
 
+/// MobileNetV2's head has dropout: its masks come from (seed, step), so two runs with one seed
+/// end with the same weights, bit for bit (and a resumed run draws the masks the uninterrupted
+/// one drew, as the optimizer step is restored), while another seed gives other weights.
+#[test]
+fn dropout_masks_are_seeded() {
+    require_fashion_mnist();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, seed: u64| {
+        let dir = tmp.path().join(name);
+        ok(small(&dir, 2).args([
+            "--set",
+            "model.arch=\"mobilenet-v2\"",
+            "--set",
+            "data.train_limit=200",
+            "--set",
+            "data.test_limit=100",
+            "--set",
+            &format!("train.seed={seed}"),
+        ]));
+        std::fs::read(dir.join("checkpoints/last/model.safetensors")).unwrap()
+    };
+    let (a, b, c) = (run("a", 3), run("b", 3), run("c", 4));
+    assert!(a == b, "same seed, different weights");
+    assert!(a != c, "different seeds, same weights");
+}
+
 #[test]
 fn a_different_config_in_the_same_run_dir_is_refused() {
     require_fashion_mnist();

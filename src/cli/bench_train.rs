@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use candle_core::{DType, Tensor};
-use makd::student::{Arch, Stem, StudentSpec};
+use makd::student::{Arch, Pass, Stem, StudentSpec};
 use makd::train::config::TrainConfig;
 use makd::train::loss;
 use makd::train::optim::{OptimConfig, Optimizer};
@@ -64,7 +64,7 @@ pub fn run(a: Args) -> Result<()> {
     let targets = Tensor::rand(0f32, 1.0, (a.batch, a.aspects), &dev)?;
     let mask = Tensor::ones((a.batch, a.aspects), DType::F32, &dev)?;
     let step = |opt: &mut Optimizer| -> Result<()> {
-        let logits = model.student.forward(&xs, true)?;
+        let logits = model.student.forward(&xs, Pass::Train { seed: 0 })?;
         let mut total = loss::cross_entropy(&logits.narrow(1, 0, a.classes)?, &ys, 0.0)?;
         if a.aspects > 0 {
             let bce = loss::soft_bce_with_logits(

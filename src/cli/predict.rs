@@ -59,7 +59,7 @@ pub fn run(args: Args) -> Result<()> {
         )?;
         let row = model
             .student
-            .forward(&xs, false)?
+            .forward(&xs, makd::student::Pass::Eval)?
             .squeeze(0)?
             .to_vec1::<f32>()?;
         let (probs, aspects) = trainer::split_outputs(&row, c)?;

@@ -20,7 +20,7 @@
 use candle_core::{Module, Tensor};
 use candle_nn::{BatchNormConfig, Linear, VarBuilder};
 
-use super::{Act, ConvBnAct, ConvShape, Student};
+use super::{Act, ConvBnAct, ConvShape, Pass, Student};
 
 const WIDTHS: [usize; 3] = [32, 64, 128];
 const FEATURES: usize = 128;
@@ -67,7 +67,8 @@ impl SmallCnn {
 }
 
 impl Student for SmallCnn {
-    fn features(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+    fn features(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
+        let train = pass.training();
         let mut xs = xs.clone();
         let last = self.convs.len() - 1;
         for (i, conv) in self.convs.iter().enumerate() {

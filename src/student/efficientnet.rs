@@ -22,7 +22,7 @@
 use candle_core::{Module, Tensor};
 use candle_nn::{BatchNormConfig, Linear, VarBuilder};
 
-use super::{pool, Act, ConvBnAct, ConvShape, ResolvedStem, Student};
+use super::{pool, Act, ConvBnAct, ConvShape, Pass, ResolvedStem, Student};
 
 fn conv_bn_act(shape: ConvShape, act: Act, vb: VarBuilder) -> candle_core::Result<ConvBnAct> {
     ConvBnAct::new(shape, BatchNormConfig::default(), act, vb)
@@ -190,13 +190,14 @@ pub struct EfficientNet {
 }
 
 impl Student for EfficientNet {
-    fn features(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+    fn features(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
+        let train = pass.training();
         let mut xs = self.first.forward_t(xs, train)?;
         for block in &self.blocks {
             xs = block.forward_t(&xs, train)?;
         }
         xs = self.last.forward_t(&xs, train)?;
-        super::pooled_features(&xs, DROPOUT, train)
+        super::pooled_features(&xs, DROPOUT, pass)
     }
 
     fn head(&self, feats: &Tensor) -> candle_core::Result<Tensor> {

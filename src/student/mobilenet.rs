@@ -21,7 +21,7 @@ use crate::kernels::BatchNorm;
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{BatchNormConfig, Linear, VarBuilder};
 
-use super::{batch_norm, pool, Act, Conv, ConvBnAct, ConvShape, ResolvedStem, Student};
+use super::{batch_norm, pool, Act, Conv, ConvBnAct, ConvShape, Pass, ResolvedStem, Student};
 
 fn stem_stride(stem: ResolvedStem) -> usize {
     match stem {
@@ -74,7 +74,8 @@ pub struct MobileNetV1 {
 }
 
 impl Student for MobileNetV1 {
-    fn features(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+    fn features(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
+        let train = pass.training();
         let mut xs = xs.clone();
         for layer in &self.layers {
             xs = layer.forward_t(&xs, train)?;
@@ -218,13 +219,14 @@ pub struct MobileNetV2 {
 }
 
 impl Student for MobileNetV2 {
-    fn features(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+    fn features(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
+        let train = pass.training();
         let mut xs = self.first.forward_t(xs, train)?;
         for block in &self.blocks {
             xs = block.forward_t(&xs, train)?;
         }
         xs = self.last.forward_t(&xs, train)?;
-        super::pooled_features(&xs, V2_DROPOUT, train)
+        super::pooled_features(&xs, V2_DROPOUT, pass)
     }
 
     fn head(&self, feats: &Tensor) -> candle_core::Result<Tensor> {

@@ -196,17 +196,32 @@ impl Default for StudentSpec {
     }
 }
 
+/// How a forward pass runs: evaluation, or a training step whose dropout masks are drawn from
+/// `seed` (the trainer derives it from the run's seed and the step, so a resumed run draws the
+/// same masks as an uninterrupted one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    Eval,
+    Train { seed: u64 },
+}
+
+impl Pass {
+    /// Whether batch statistics (and their running-average update) and dropout are on.
+    pub fn training(self) -> bool {
+        matches!(self, Pass::Train { .. })
+    }
+}
+
 /// A classifier split at its penultimate layer.
 pub trait Student: Send + Sync {
-    /// Penultimate features `[B, feature_dim]` of images `[B, in_channels, H, W]`. `train`
-    /// switches batch statistics (and their running-average update) and dropout on.
-    fn features(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor>;
+    /// Penultimate features `[B, feature_dim]` of images `[B, in_channels, H, W]`.
+    fn features(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor>;
 
     /// The C + Q head: `[B, feature_dim]` → `[B, num_outputs]`, class logits first.
     fn head(&self, feats: &Tensor) -> candle_core::Result<Tensor>;
 
-    fn forward(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.head(&self.features(xs, train)?)
+    fn forward(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
+        self.head(&self.features(xs, pass)?)
     }
 
     fn feature_dim(&self) -> usize;
@@ -286,17 +301,32 @@ pub(crate) fn batch_norm(channels: usize, vb: VarBuilder) -> candle_core::Result
 
 /// The classifier input of the MobileNetV2/EfficientNet family: global average pool, then
 /// dropout (torchvision's `classifier.0`) while training.
-pub(crate) fn pooled_features(
-    xs: &Tensor,
-    dropout: f32,
-    train: bool,
-) -> candle_core::Result<Tensor> {
+pub(crate) fn pooled_features(xs: &Tensor, p: f32, pass: Pass) -> candle_core::Result<Tensor> {
     let feats = pool::adaptive_avg_pool_1x1(xs)?.flatten_from(1)?;
-    if train {
-        candle_nn::ops::dropout(&feats, dropout)
-    } else {
-        Ok(feats)
+    match pass {
+        Pass::Train { seed } => dropout(&feats, p, seed),
+        Pass::Eval => Ok(feats),
     }
+}
+
+/// Inverted dropout with a mask drawn from `seed` (candle's draws from an unseeded RNG, which
+/// would make a resumed run diverge from an uninterrupted one): each value is kept with
+/// probability `1 - p` and scaled by `1 / (1 - p)`.
+pub(crate) fn dropout(xs: &Tensor, p: f32, seed: u64) -> candle_core::Result<Tensor> {
+    use rand::{Rng, SeedableRng};
+    if !(0.0..1.0).contains(&p) {
+        candle_core::bail!("dropout probability {p} is not in [0, 1)");
+    }
+    if p == 0.0 {
+        return Ok(xs.clone());
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let keep = 1.0 / (1.0 - p);
+    let mask: Vec<f32> = (0..xs.elem_count())
+        .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
+        .collect();
+    let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
+    xs * mask
 }
 
 /// The activation after a conv + BN.
@@ -581,6 +611,24 @@ pub(crate) mod tests {
         Tensor::from_vec(vals, dims, &Device::Cpu).unwrap()
     }
 
+    #[test]
+    fn dropout_is_a_function_of_its_seed() {
+        let xs = Tensor::ones((64, 100), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let a = dropout(&xs, 0.2, 7).unwrap().to_vec2::<f32>().unwrap();
+        let b = dropout(&xs, 0.2, 7).unwrap().to_vec2::<f32>().unwrap();
+        let c = dropout(&xs, 0.2, 8).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let flat: Vec<f32> = a.concat();
+        let kept = flat.iter().filter(|&&v| v != 0.0).count() as f64 / flat.len() as f64;
+        assert!((kept - 0.8).abs() < 0.03, "kept {kept}");
+        assert!(flat.iter().all(|&v| v == 0.0 || (v - 1.25).abs() < 1e-6));
+        assert!(dropout(&xs, 1.0, 0).is_err());
+        let feats = Tensor::ones((2, 8, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let eval = pooled_features(&feats, 0.5, Pass::Eval).unwrap();
+        assert_eq!(eval.to_vec2::<f32>().unwrap(), vec![vec![1.0; 8]; 2]);
+    }
+
     /// Output shape, then one backward pass in which every trainable variable must get a finite,
     /// not-all-zero gradient (a broken pool or depthwise backward leaves the layers before it
     /// at zero).
@@ -588,9 +636,9 @@ pub(crate) mod tests {
         let outputs = 10 + 7;
         let (varmap, model) = build_in_varmap(spec, image, outputs);
         let xs = test_input(&[batch, spec.in_channels, image, image]);
-        let ys = model.forward(&xs, true).unwrap();
+        let ys = model.forward(&xs, Pass::Train { seed: 1 }).unwrap();
         assert_eq!(ys.dims(), &[batch, outputs]);
-        let feats = model.features(&xs, false).unwrap();
+        let feats = model.features(&xs, Pass::Eval).unwrap();
         assert_eq!(feats.dims(), &[batch, model.feature_dim()]);
         // A weighted sum reaches every output with a different weight, so no gradient cancels.
         let w = test_input(&[batch, outputs]);

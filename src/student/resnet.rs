@@ -12,7 +12,7 @@ use crate::kernels::{BatchNorm, Conv2d};
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{Conv2dConfig, Linear, VarBuilder};
 
-use super::{batch_norm, pool, ResolvedStem, Student};
+use super::{batch_norm, pool, Pass, ResolvedStem, Student};
 
 fn conv(
     c_in: usize,
@@ -190,7 +190,8 @@ impl ResNet {
 }
 
 impl Student for ResNet {
-    fn features(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+    fn features(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
+        let train = pass.training();
         let mut xs = self
             .bn1
             .forward_relu_t(&self.conv1.forward(xs)?, train, true)?;

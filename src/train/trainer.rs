@@ -9,7 +9,7 @@ use crate::error::{input, IoContext, Result};
 use crate::files;
 use crate::progress;
 use crate::scores::ScoreStore;
-use crate::student::{self, Student};
+use crate::student::{self, Pass, Student};
 use crate::train::checkpoint::{self, State};
 use crate::train::config::TrainConfig;
 use crate::train::init::seeded_var_builder;
@@ -437,7 +437,11 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
             opt.set_lr(lr);
             let xs = batch.images_tensor(&dev)?;
             let ys = batch.labels_tensor(&dev)?;
-            let logits = model.student.forward(&xs, true)?;
+            // Dropout masks from (seed, step): the same after a resume.
+            let pass = Pass::Train {
+                seed: mix(cfg.train.seed ^ 0xD0D0, opt.steps()),
+            };
+            let logits = model.student.forward(&xs, pass)?;
             let class_logits = logits.narrow(1, 0, c)?;
             let ce = loss::cross_entropy(&class_logits, &ys, cfg.train.label_smoothing)?;
             let mut total = ce.clone();
@@ -601,7 +605,7 @@ pub fn evaluate(
     for batch in iter {
         let batch = batch?;
         let xs = batch.images_tensor(&model.device)?;
-        let logits = model.student.forward(&xs, false)?;
+        let logits = model.student.forward(&xs, Pass::Eval)?;
         let class_logits = logits.narrow(1, 0, c)?;
         let ys = batch.labels_tensor(&model.device)?;
         loss_sum += loss::cross_entropy(&class_logits, &ys, 0.0)?.to_scalar::<f32>()? as f64
@@ -656,7 +660,7 @@ pub fn features(
     ) {
         let batch = batch?;
         let xs = batch.images_tensor(&model.device)?;
-        out.extend(model.student.features(&xs, false)?.to_vec2::<f32>()?);
+        out.extend(model.student.features(&xs, Pass::Eval)?.to_vec2::<f32>()?);
     }
     Ok(out)
 }
