@@ -37,6 +37,8 @@ pub struct Tokenizer {
     /// Control and user-defined pieces, longest first: matched verbatim before encoding.
     specials: Vec<(String, u32)>,
     add_space_prefix: bool,
+    /// Unicode NFC before encoding (tokenizer.json's `NFC` normalizer).
+    nfc: bool,
     pub bos: Option<u32>,
     pub add_bos: bool,
     unk: Option<u32>,
@@ -150,6 +152,7 @@ impl Tokenizer {
             // llama.cpp's default for SentencePiece is to prefix a space; BPE never does.
             add_space_prefix: get_bool("tokenizer.ggml.add_space_prefix")
                 .unwrap_or(kind == Kind::Spm),
+            nfc: false,
             bos: get_u32("tokenizer.ggml.bos_token_id"),
             add_bos: get_bool("tokenizer.ggml.add_bos_token").unwrap_or(kind == Kind::Spm),
             unk: get_u32("tokenizer.ggml.unknown_token_id"),
@@ -183,6 +186,31 @@ impl Tokenizer {
                 "only byte-level BPE tokenizers (Qwen family) are supported",
             ));
         }
+        if model["ignore_merges"].as_bool() == Some(true) {
+            return Err(input(
+                "the tokenizer sets ignore_merges (whole-word lookup before merges)",
+                at,
+                "only Qwen-style byte-level BPE tokenizers are supported",
+            ));
+        }
+        let nfc = match &v["normalizer"] {
+            serde_json::Value::Null => false,
+            n if n["type"] == "NFC" => true,
+            n if n["type"] == "Sequence"
+                && n["normalizers"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().all(|x| x["type"] == "NFC")) =>
+            {
+                true
+            }
+            n => {
+                return Err(input(
+                    format!("normalizer {n} is not supported"),
+                    at,
+                    "only NFC (Qwen's) or none is supported",
+                ))
+            }
+        };
         let byte_level = text.contains("\"ByteLevel\"");
         if !byte_level {
             return Err(input(
@@ -258,6 +286,7 @@ impl Tokenizer {
             merges,
             specials,
             add_space_prefix: false,
+            nfc,
             bos: None,
             add_bos: false,
             unk: None,
@@ -294,6 +323,14 @@ impl Tokenizer {
 
     /// Token ids of `text`, with BOS first when `add_special` and the model asks for it.
     pub fn encode(&self, text: &str, add_special: bool) -> Vec<u32> {
+        let normalized: String;
+        let text = if self.nfc && !text.is_ascii() {
+            use unicode_normalization::UnicodeNormalization;
+            normalized = text.nfc().collect();
+            &normalized
+        } else {
+            text
+        };
         let mut out = Vec::new();
         if add_special && self.add_bos {
             if let Some(b) = self.bos {
@@ -626,6 +663,36 @@ pub fn pretokenize(text: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ids Hugging Face `tokenizers` 0.23 gives with the Qwen3-VL fixture's tokenizer.json
+    /// (NFC, Qwen2 pre-tokenizer, byte-level BPE, added tokens).
+    #[test]
+    fn hf_tokenizer_json_encodes_as_the_tokenizers_library() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/qwen3vl/tokenizer.json");
+        let t = Tokenizer::from_hf_json(&path).unwrap();
+        let cafe = [
+            309, 282, 305, 276, 299, 64, 69, 391, 299, 71, 64, 72, 81, 30,
+        ];
+        assert_eq!(t.encode("Is the object a caf\u{e9} chair?", false), cafe);
+        // Decomposed é (e + combining acute) is composed first.
+        assert_eq!(t.encode("Is the object a cafe\u{301} chair?", false), cafe);
+        assert_eq!(
+            t.encode(
+                "Na\u{ef}ve   spaces\n\nand 12345 numbers, don't stop!",
+                false
+            ),
+            [
+                45, 383, 107, 390, 395, 291, 79, 64, 66, 256, 198, 198, 285, 67, 220, 16, 17, 18,
+                19, 20, 343, 84, 387, 263, 82, 11, 220, 312, 77, 380, 220, 278, 78, 79, 0
+            ]
+        );
+        assert_eq!(
+            t.encode("<|im_start|>user\n\u{dc}ber<|im_end|>", false),
+            [411, 317, 198, 127, 250, 65, 263, 412]
+        );
+        assert!(Tokenizer::from_hf_str(r#"{"model": {"type": "Unigram"}}"#, "t").is_err());
+    }
 
     #[test]
     fn qwen2_pretokenizer_splits() {
