@@ -187,6 +187,7 @@ fn logprobs_match_transformers_within_1e3_and_sharing_changes_nothing() {
     let qs = r.questions();
     let qs: Vec<&str> = qs.iter().map(String::as_str).collect();
     let mut p_spread = Vec::new();
+    let (mut worst_ref, mut worst_share) = (0f32, 0f32);
     for i in 0..3 {
         let s = r.image(i);
         let full = t.question_logprobs(Subject::Image(&s), &qs, false).unwrap();
@@ -198,13 +199,18 @@ fn logprobs_match_transformers_within_1e3_and_sharing_changes_nothing() {
                 d < 1e-3,
                 "pair {i},{j}: max |Δ logprob| vs transformers {d}"
             );
+            worst_ref = worst_ref.max(d);
             let d = max_diff(&shared[j], &full[j]);
             assert!(d < 1e-4, "pair {i},{j}: shared vs unshared max |Δ| {d}");
+            worst_share = worst_share.max(d);
             let (pw, pg) = (p_yes(&want, yes, no), p_yes(&shared[j], yes, no));
             assert!((pw - pg).abs() < 1e-4, "pair {i},{j}: P(yes) {pg} vs {pw}");
             p_spread.push(pw);
         }
     }
+    eprintln!(
+        "max |Δ logprob|: vs transformers {worst_ref:.2e}, shared vs unshared {worst_share:.2e}"
+    );
     // The fixture is only a test if the answers differ between pairs.
     let (lo, hi) = p_spread
         .iter()
@@ -241,6 +247,7 @@ fn bf16_stays_close_to_the_f32_reference() {
             worst = worst.max((p_yes(row, yes, no) - p_yes(&want, yes, no)).abs());
         }
     }
+    eprintln!("bf16: max |Δ P(yes)| vs the f32 reference {worst:.3}");
     assert!(worst < 0.05, "bf16 P(yes) off by up to {worst}");
 }
 
