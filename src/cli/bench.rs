@@ -28,16 +28,3 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         What::Native(a) => super::bench_native::run(a),
     }
 }
-
-/// Peak resident memory of this process (Linux), MB.
-pub fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
-}

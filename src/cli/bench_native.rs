@@ -267,6 +267,7 @@ pub fn run(a: Args) -> Result<()> {
         "suffix_batch_gflops_per_s": suffix_gflops,
         "peak_gflops_per_s": peak,
         "prefill_fraction_of_peak": peak.map(|pk| achieved / pk),
+        "peak_rss_mb": makd::kernels::peak::peak_rss_mb(),
     });
     if a.json {
         println!("{out}");

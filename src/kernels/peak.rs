@@ -1,5 +1,6 @@
-//! This CPU's fp32 peak, measured: a register-only FMA loop (no memory traffic), the ceiling
-//! any kernel's GFLOP/s is compared with in the benchmarks.
+//! Peaks the benchmarks report against: this CPU's fp32 rate, measured with a register-only FMA
+//! loop (no memory traffic), the ceiling any kernel's GFLOP/s is compared with; and this
+//! process's peak resident memory.
 
 use std::time::Instant;
 
@@ -59,4 +60,17 @@ pub fn machine_peak_gflops() -> Option<f64> {
     let one = fma_peak_one_thread();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     (one > 0.0).then_some(one * cores as f64)
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), MB.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
 }

@@ -1,4 +1,6 @@
-//! The tokenizer stored in a GGUF file's metadata, encoding the way llama.cpp does.
+//! Tokenizers of the native teachers: the one stored in a GGUF file's metadata, encoding the way
+//! llama.cpp does, and a Hugging Face `tokenizer.json` with a byte-level BPE model (Qwen family,
+//! [`Tokenizer::from_hf_json`]), encoding the way the `tokenizers` library does.
 //!
 //! A GGUF text model carries its vocabulary in `tokenizer.ggml.*`; there is no separate
 //! tokenizer file. Two models are handled:
