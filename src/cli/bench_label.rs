@@ -57,19 +57,6 @@ const QUESTIONS: [&str; 8] = [
     "Is the object usually worn outdoors in cold weather?",
 ];
 
-const CLASSES: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
-
 /// A deterministic gray test image: a different stripe pattern per index.
 fn synthetic(i: usize, side: u32) -> Sample {
     let pixels = (0..side * side)
@@ -138,7 +125,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             (set.classes, set.questions)
         }
         None => (
-            CLASSES.iter().map(|s| s.to_string()).collect(),
+            makd::data::idx::FASHION_MNIST_CLASSES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             QUESTIONS
                 .iter()
                 .enumerate()

@@ -7,19 +7,6 @@ use crate::experiment::stats::{compare, pca_2d};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-const CLASSES: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
-
 const TEXTS: [&str; 12] = [
     "Does the item have sleeves?",
     "Is the item worn on the feet?",
@@ -183,7 +170,10 @@ pub(crate) fn results() -> ExperimentResults {
             "alpha": 4.0
         }),
         dataset: "Fashion-MNIST (60000 train, 10000 test)".into(),
-        classes: CLASSES.iter().map(|c| c.to_string()).collect(),
+        classes: crate::data::idx::FASHION_MNIST_CLASSES
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
         questions,
         variants,
         comparisons,
