@@ -22,7 +22,7 @@
 use candle_core::{Module, Tensor};
 use candle_nn::{BatchNormConfig, Linear, VarBuilder};
 
-use super::{pool, Act, ConvBnAct, ConvShape, Pass, ResolvedStem, Student};
+use super::{pool, Act, Block, ConvBnAct, ConvShape, PooledNet, ResolvedStem, Student};
 
 fn conv_bn_act(shape: ConvShape, act: Act, vb: VarBuilder) -> candle_core::Result<ConvBnAct> {
     ConvBnAct::new(shape, BatchNormConfig::default(), act, vb)
@@ -127,7 +127,9 @@ impl MbConv {
             residual: stride == 1 && c_in == cfg.channels,
         })
     }
+}
 
+impl Block for MbConv {
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut ys = match &self.expand {
             Some(e) => e.forward_t(xs, train)?,
@@ -181,34 +183,6 @@ const STEM_CHANNELS: usize = 32;
 const LAST_CHANNELS: usize = 1280;
 const DROPOUT: f32 = 0.2;
 
-#[derive(Clone, Debug)]
-pub struct EfficientNet {
-    first: ConvBnAct,
-    blocks: Vec<MbConv>,
-    last: ConvBnAct,
-    classifier: Linear,
-}
-
-impl Student for EfficientNet {
-    fn features(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
-        let train = pass.training();
-        let mut xs = self.first.forward_t(xs, train)?;
-        for block in &self.blocks {
-            xs = block.forward_t(&xs, train)?;
-        }
-        xs = self.last.forward_t(&xs, train)?;
-        super::pooled_features(&xs, DROPOUT, pass)
-    }
-
-    fn head(&self, feats: &Tensor) -> candle_core::Result<Tensor> {
-        self.classifier.forward(feats)
-    }
-
-    fn feature_dim(&self) -> usize {
-        LAST_CHANNELS
-    }
-}
-
 /// EfficientNet-B0 (width and depth 1.0), 1280-d features.
 pub fn efficientnet_b0(
     in_channels: usize,
@@ -247,11 +221,13 @@ pub fn efficientnet_b0(
     };
     let last = conv_bn_act(last, Act::Silu, f.pp((B0_STAGES.len() + 1).to_string()))?;
     let classifier = candle_nn::linear(LAST_CHANNELS, num_outputs, vb.pp("classifier.1"))?;
-    Ok(Box::new(EfficientNet {
+    Ok(Box::new(PooledNet {
         first,
         blocks,
         last,
         classifier,
+        dropout: DROPOUT,
+        dim: LAST_CHANNELS,
     }))
 }
 

@@ -21,7 +21,10 @@ use crate::kernels::BatchNorm;
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{BatchNormConfig, Linear, VarBuilder};
 
-use super::{batch_norm, pool, Act, Conv, ConvBnAct, ConvShape, Pass, ResolvedStem, Student};
+use super::{
+    batch_norm, pool, Act, Block, Conv, ConvBnAct, ConvShape, Pass, PooledNet, ResolvedStem,
+    Student,
+};
 
 fn stem_stride(stem: ResolvedStem) -> usize {
     match stem {
@@ -180,7 +183,9 @@ impl InvertedResidual {
             residual: stride == 1 && c_in == c_out,
         })
     }
+}
 
+impl Block for InvertedResidual {
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut ys = match &self.expand {
             Some(e) => e.forward_t(xs, train)?,
@@ -209,34 +214,6 @@ const V2_SETTINGS: [(usize, usize, usize, usize); 7] = [
 ];
 const V2_LAST_CHANNELS: usize = 1280;
 const V2_DROPOUT: f32 = 0.2;
-
-#[derive(Clone, Debug)]
-pub struct MobileNetV2 {
-    first: ConvBnAct,
-    blocks: Vec<InvertedResidual>,
-    last: ConvBnAct,
-    classifier: Linear,
-}
-
-impl Student for MobileNetV2 {
-    fn features(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
-        let train = pass.training();
-        let mut xs = self.first.forward_t(xs, train)?;
-        for block in &self.blocks {
-            xs = block.forward_t(&xs, train)?;
-        }
-        xs = self.last.forward_t(&xs, train)?;
-        super::pooled_features(&xs, V2_DROPOUT, pass)
-    }
-
-    fn head(&self, feats: &Tensor) -> candle_core::Result<Tensor> {
-        self.classifier.forward(feats)
-    }
-
-    fn feature_dim(&self) -> usize {
-        V2_LAST_CHANNELS
-    }
-}
 
 /// MobileNet V2 (1.0×), 1280-d features. Channels are already multiples of 8 at width 1.0, so
 /// torchvision's `_make_divisible` rounding is the identity here.
@@ -276,11 +253,13 @@ pub fn mobilenet_v2(
         f.pp((blocks.len() + 1).to_string()),
     )?;
     let classifier = candle_nn::linear(V2_LAST_CHANNELS, num_outputs, vb.pp("classifier.1"))?;
-    Ok(Box::new(MobileNetV2 {
+    Ok(Box::new(PooledNet {
         first,
         blocks,
         last,
         classifier,
+        dropout: V2_DROPOUT,
+        dim: V2_LAST_CHANNELS,
     }))
 }
 

@@ -299,9 +299,44 @@ pub(crate) fn batch_norm(channels: usize, vb: VarBuilder) -> candle_core::Result
     crate::kernels::batch_norm_layer(channels, BatchNormConfig::default(), vb)
 }
 
-/// The classifier input of the MobileNetV2/EfficientNet family: global average pool, then
-/// dropout (torchvision's `classifier.0`) while training.
-pub(crate) fn pooled_features(xs: &Tensor, p: f32, pass: Pass) -> candle_core::Result<Tensor> {
+/// A residual block of the MobileNetV2/EfficientNet family.
+pub(crate) trait Block: Send + Sync {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor>;
+}
+
+/// The MobileNetV2/EfficientNet body and head: stem conv, blocks, 1×1 conv to `dim` channels,
+/// global average pool, dropout `p` (torchvision's `classifier.0`) while training, linear head.
+pub(crate) struct PooledNet<B> {
+    pub first: ConvBnAct,
+    pub blocks: Vec<B>,
+    pub last: ConvBnAct,
+    pub classifier: candle_nn::Linear,
+    pub dropout: f32,
+    pub dim: usize,
+}
+
+impl<B: Block> Student for PooledNet<B> {
+    fn features(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
+        let train = pass.training();
+        let mut xs = self.first.forward_t(xs, train)?;
+        for block in &self.blocks {
+            xs = block.forward_t(&xs, train)?;
+        }
+        xs = self.last.forward_t(&xs, train)?;
+        pooled_features(&xs, self.dropout, pass)
+    }
+
+    fn head(&self, feats: &Tensor) -> candle_core::Result<Tensor> {
+        self.classifier.forward(feats)
+    }
+
+    fn feature_dim(&self) -> usize {
+        self.dim
+    }
+}
+
+/// Global average pool, then dropout `p` while training.
+fn pooled_features(xs: &Tensor, p: f32, pass: Pass) -> candle_core::Result<Tensor> {
     let feats = pool::adaptive_avg_pool_1x1(xs)?.flatten_from(1)?;
     match pass {
         Pass::Train { seed } => dropout(&feats, p, seed),
