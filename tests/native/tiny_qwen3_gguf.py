@@ -3,14 +3,16 @@
 
 Provenance: weights from a seeded NumPy RNG; the vocabulary is GPT-2's 256 byte characters plus
 merges built here for a few English words (so merges, byte fallback and the `qwen2`
-pre-tokenizer are all exercised). Nothing is downloaded.
+pre-tokenizer are all exercised). Nothing is downloaded. The shared writing steps live in
+tests/server/gguf_common.py.
 
 Usage: tiny_qwen3_gguf.py OUT.gguf [--seed N]
 """
-import argparse
+import os
+import sys
 
-import numpy as np
-import gguf
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "server"))
+from gguf_common import add_qk_norm_layers, finish, gaussians, parse_args, writer  # noqa: E402
 
 N_EMBD, N_HEAD, N_KV, HEAD_DIM, N_FF, N_LAYER = 64, 4, 2, 16, 128, 2
 WORDS = ["Question", "Answer", "Yes", "No", "yes", "no", "Consider", "typical", "image", "the",
@@ -48,24 +50,11 @@ def vocab():
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("out")
-    ap.add_argument("--seed", type=int, default=5)
-    a = ap.parse_args()
-    rng = np.random.default_rng(a.seed)
+    out_path, rng = parse_args(default_seed=5)
     toks, types, merges = vocab()
     n_vocab = len(toks)
-    w = gguf.GGUFWriter(a.out, "qwen3")
-    w.add_name("makd-tiny-random-qwen3")
-    w.add_context_length(4096)
-    w.add_embedding_length(N_EMBD)
-    w.add_block_count(N_LAYER)
-    w.add_feed_forward_length(N_FF)
-    w.add_head_count(N_HEAD)
-    w.add_head_count_kv(N_KV)
-    w.add_key_length(HEAD_DIM)
-    w.add_value_length(HEAD_DIM)
-    w.add_layer_norm_rms_eps(1e-6)
+    w = writer(out_path, "qwen3", "makd-tiny-random-qwen3", n_embd=N_EMBD, n_layer=N_LAYER,
+               n_ff=N_FF, n_head=N_HEAD, n_kv=N_KV, rms_eps=1e-6, head_dim=HEAD_DIM)
     w.add_rope_freq_base(1_000_000.0)
     w.add_file_type(0)
     w.add_uint32("general.dtype", 0)  # candle's quantized_qwen3 computes in f16 otherwise
@@ -77,24 +66,10 @@ def main():
     w.add_eos_token_id(n_vocab - 3)
     w.add_bos_token_id(n_vocab - 3)
     w.add_add_bos_token(False)
-    f32 = np.float32
-    g = lambda *shape, s=1.0: rng.normal(0, s, shape).astype(f32)  # noqa: E731
-    norm = lambda n: (1.0 + g(n, s=0.1)).astype(f32)  # noqa: E731
-    s = 1.0 / np.sqrt(N_EMBD)
+    g, norm = gaussians(rng)
     w.add_tensor("token_embd.weight", g(n_vocab, N_EMBD, s=1.0))
-    for i in range(N_LAYER):
-        p = f"blk.{i}."
-        w.add_tensor(p + "attn_norm.weight", norm(N_EMBD))
-        w.add_tensor(p + "attn_q.weight", g(N_HEAD * HEAD_DIM, N_EMBD, s=s))
-        w.add_tensor(p + "attn_k.weight", g(N_KV * HEAD_DIM, N_EMBD, s=s))
-        w.add_tensor(p + "attn_v.weight", g(N_KV * HEAD_DIM, N_EMBD, s=s))
-        w.add_tensor(p + "attn_q_norm.weight", norm(HEAD_DIM))
-        w.add_tensor(p + "attn_k_norm.weight", norm(HEAD_DIM))
-        w.add_tensor(p + "attn_output.weight", g(N_EMBD, N_HEAD * HEAD_DIM, s=s))
-        w.add_tensor(p + "ffn_norm.weight", norm(N_EMBD))
-        w.add_tensor(p + "ffn_gate.weight", g(N_FF, N_EMBD, s=s))
-        w.add_tensor(p + "ffn_up.weight", g(N_FF, N_EMBD, s=s))
-        w.add_tensor(p + "ffn_down.weight", g(N_EMBD, N_FF, s=1.0 / np.sqrt(N_FF)))
+    add_qk_norm_layers(w, g, norm, n_layer=N_LAYER, n_embd=N_EMBD, n_head=N_HEAD, n_kv=N_KV,
+                       head_dim=HEAD_DIM, n_ff=N_FF)
     w.add_tensor("output_norm.weight", norm(N_EMBD))
     out = g(n_vocab, N_EMBD, s=0.3)
     # Control tokens and lone non-ASCII bytes get logit 0, far below the top ones: llama.cpp's
@@ -103,11 +78,7 @@ def main():
     out[-3:, :] = 0.0
     out[128:256, :] = 0.0
     w.add_tensor("output.weight", out)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    print(a.out)
+    finish(w, out_path)
 
 
 if __name__ == "__main__":
