@@ -4,7 +4,7 @@ use anyhow::Result;
 use makd::data::transform::Transform;
 use makd::train::checkpoint;
 use makd::train::targets::Targets;
-use makd::train::trainer::{self, Model, RunDir};
+use makd::train::trainer::{self, RunDir};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -33,21 +33,12 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let run_dir = RunDir::new(&args.run_dir);
-    let cfg = run_dir.load_config()?;
+    let (cfg, info, model) = trainer::load_run(&run_dir, &args.checkpoint)?;
+    // The directory the weights came from (`<name>.old` after a crash mid-save).
+    let ckpt_dir = checkpoint::existing(&run_dir.checkpoint(&args.checkpoint))
+        .unwrap_or_else(|| run_dir.checkpoint(&args.checkpoint));
     let ds = trainer::open_datasets(&cfg)?;
-    let dev = trainer::device()?;
-    let ckpt_dir =
-        checkpoint::existing(&run_dir.checkpoint(&args.checkpoint)).ok_or_else(|| {
-            makd::error::input(
-                format!("no {} checkpoint", args.checkpoint),
-                run_dir.root.display().to_string(),
-                "train first (makd train), or pass --checkpoint last",
-            )
-        })?;
-    let info = run_dir.load_model_info()?;
     let q = info.num_aspects;
-    let mut model = Model::build(&cfg, info.classes.len(), q, &dev)?;
-    checkpoint::load_model(&ckpt_dir, &mut model.varmap)?;
     let scores = args.scores.or(cfg.aspects.test_scores.clone());
     let targets = match &scores {
         Some(p) if q > 0 => {

@@ -2,8 +2,7 @@
 
 use anyhow::Result;
 use makd::data::transform::Transform;
-use makd::train::checkpoint;
-use makd::train::trainer::{self, Model, RunDir};
+use makd::train::trainer::{self, RunDir};
 use rand::SeedableRng;
 use std::path::PathBuf;
 
@@ -28,20 +27,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let run_dir = RunDir::new(&args.run_dir);
-    let cfg = run_dir.load_config()?;
-    let info = run_dir.load_model_info()?;
-    let dev = trainer::device()?;
-    let ckpt_dir =
-        checkpoint::existing(&run_dir.checkpoint(&args.checkpoint)).ok_or_else(|| {
-            makd::error::input(
-                format!("no {} checkpoint", args.checkpoint),
-                run_dir.root.display().to_string(),
-                "train first",
-            )
-        })?;
+    let (cfg, info, model) = trainer::load_run(&run_dir, &args.checkpoint)?;
+    let dev = model.device.clone();
     let c = info.classes.len();
-    let mut model = Model::build(&cfg, c, info.num_aspects, &dev)?;
-    checkpoint::load_model(&ckpt_dir, &mut model.varmap)?;
     let transform = Transform::new(cfg.transform.clone())?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     for path in &args.images {

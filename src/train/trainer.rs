@@ -673,7 +673,7 @@ pub fn load_run(run_dir: &RunDir, which: &str) -> Result<(TrainConfig, ModelInfo
         input(
             format!("no {which} checkpoint"),
             run_dir.root.display().to_string(),
-            "train first (makd train)",
+            "train first (makd train), or pass --checkpoint last",
         )
     })?;
     let mut model = Model::build(&cfg, info.classes.len(), info.num_aspects, &device()?)?;
