@@ -2,7 +2,8 @@
 //! external assets), so it can be mailed or archived alone.
 
 use super::plots::Plot;
-use super::{epochs_phrase, example_questions, table_cells, NO_FONT_NOTE};
+use super::tables::{self, Table};
+use super::{epochs_phrase, example_questions, NO_FONT_NOTE};
 use crate::experiment::results::ExperimentResults;
 use base64::Engine;
 use std::fmt::Write;
@@ -33,6 +34,29 @@ fn esc(s: &str) -> String {
     out
 }
 
+/// `<table{attrs}>` with a header row; numeric cells right-aligned by the `num` class.
+fn table(t: &Table, attrs: &str) -> String {
+    let ths: String = t
+        .header
+        .iter()
+        .map(|h| format!("<th>{}</th>", esc(h)))
+        .collect();
+    let mut s = format!("<table{attrs}>\n<tr>{ths}</tr>\n");
+    for row in &t.rows {
+        let tds: String = row
+            .iter()
+            .zip(&t.numeric)
+            .map(|(c, &numeric)| {
+                let class = if numeric { " class=\"num\"" } else { "" };
+                format!("<td{class}>{}</td>", esc(c))
+            })
+            .collect();
+        let _ = writeln!(s, "<tr>{tds}</tr>");
+    }
+    s.push_str("</table>\n");
+    s
+}
+
 pub(super) fn render(r: &ExperimentResults, plots: &[Plot], text_in_plots: bool) -> String {
     let mut s = String::new();
     let _ = write!(
@@ -60,46 +84,14 @@ pub(super) fn render(r: &ExperimentResults, plots: &[Plot], text_in_plots: bool)
     if let Some(e) = epochs_phrase(r) {
         let _ = writeln!(s, "<li>Epochs per run: {e}</li>");
     }
-    let _ = writeln!(
-        s,
-        "</ul>\n<table>\n<tr><th>variant</th><th>what it does</th><th>seeds</th></tr>"
-    );
-    for v in &r.variants {
-        let seeds: Vec<String> = v.runs.iter().map(|run| run.seed.to_string()).collect();
-        let _ = writeln!(
-            s,
-            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&v.name),
-            esc(&v.description),
-            seeds.join(", ")
-        );
-    }
-    let _ = writeln!(s, "</table>");
+    let _ = writeln!(s, "</ul>");
+    s.push_str(&table(&tables::runs(r), ""));
 
-    let _ = writeln!(s, "<h2>Results</h2>\n<table id=\"results\">");
-    let (header, rows) = table_cells(r);
-    let ths: String = header
-        .iter()
-        .map(|h| format!("<th>{}</th>", esc(h)))
-        .collect();
-    let _ = writeln!(s, "<tr>{ths}</tr>");
-    for row in rows {
-        let tds: String = row
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                if i == 0 {
-                    format!("<td>{}</td>", esc(c))
-                } else {
-                    format!("<td class=\"num\">{}</td>", esc(c))
-                }
-            })
-            .collect();
-        let _ = writeln!(s, "<tr>{tds}</tr>");
-    }
+    let _ = writeln!(s, "<h2>Results</h2>");
+    s.push_str(&table(&tables::results(r), " id=\"results\""));
     let _ = writeln!(
         s,
-        "</table>\n<p>Top-1 and top-5: test accuracy in percent, mean ± sample standard \
+        "<p>Top-1 and top-5: test accuracy in percent, mean ± sample standard \
          deviation over seeds. Aspect AUC: mean over questions of the AUC of the student's \
          aspect outputs against the teacher's answers. Agreement: fraction of (image, question) \
          pairs where student and teacher give the same yes/no. n: seeds.</p>"
@@ -155,38 +147,11 @@ pub(super) fn render(r: &ExperimentResults, plots: &[Plot], text_in_plots: bool)
         }
     }
 
-    let aspect_vs: Vec<_> = r
-        .variants
-        .iter()
-        .filter(|v| v.per_question_auc.iter().any(|a| a.is_some()))
-        .collect();
-    if !r.questions.is_empty() {
-        let _ = writeln!(s, "<h2>Questions</h2>\n<table>");
-        let mut header = "<tr><th>id</th><th>kind</th><th>question</th>".to_string();
-        for v in &aspect_vs {
-            let _ = write!(header, "<th>AUC {}</th>", esc(&v.name));
-        }
-        let _ = writeln!(s, "{header}</tr>");
-        for (qi, q) in r.questions.iter().enumerate() {
-            let _ = write!(
-                s,
-                "<tr><td>{}</td><td>{}</td><td>{}</td>",
-                esc(&q.id),
-                esc(&q.kind),
-                esc(&q.text)
-            );
-            for v in &aspect_vs {
-                match v.per_question_auc.get(qi).copied().flatten() {
-                    Some(a) => {
-                        let _ = write!(s, "<td class=\"num\">{a:.3}</td>");
-                    }
-                    None => s.push_str("<td class=\"num\">—</td>"),
-                }
-            }
-            let _ = writeln!(s, "</tr>");
-        }
-        let _ = writeln!(s, "</table>");
-        if !aspect_vs.is_empty() {
+    if let Some(t) = tables::questions(r) {
+        let _ = writeln!(s, "<h2>Questions</h2>");
+        s.push_str(&table(&t, ""));
+        // The AUC columns are the numeric ones; they may hold "—".
+        if t.numeric.contains(&true) {
             let _ = writeln!(
                 s,
                 "<p>— : undefined (the teacher gave the same answer for every test image).</p>"

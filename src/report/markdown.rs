@@ -1,20 +1,30 @@
 //! `report.md`: the report as Markdown, plots linked relatively (`plots/*.png`).
 
 use super::plots::Plot;
-use super::{epochs_phrase, example_questions, table_cells, NO_FONT_NOTE};
+use super::tables::{self, Table};
+use super::{epochs_phrase, example_questions, NO_FONT_NOTE};
 use crate::experiment::results::ExperimentResults;
 use std::fmt::Write;
 
 /// The main table (variant | top-1 | top-5 | aspect AUC | agreement | n) as Markdown, also
 /// printed to stdout at the end of `makd experiment` and `makd demo`.
 pub fn markdown_table(r: &ExperimentResults) -> String {
-    let (header, rows) = table_cells(r);
-    let mut s = String::new();
-    let _ = writeln!(s, "| {} |", header.join(" | "));
-    let _ = writeln!(s, "|---|{}", "---:|".repeat(header.len() - 1));
-    for row in rows {
-        let cells: Vec<String> = row.iter().map(|c| cell(c)).collect();
-        let _ = writeln!(s, "| {} |", cells.join(" | "));
+    table(&tables::results(r))
+}
+
+fn table(t: &Table) -> String {
+    let line = |cells: &[String]| {
+        let cells: Vec<String> = cells.iter().map(|c| cell(c)).collect();
+        format!("| {} |\n", cells.join(" | "))
+    };
+    let mut s = line(&t.header);
+    s.push('|');
+    for &numeric in &t.numeric {
+        s.push_str(if numeric { "---:|" } else { "---|" });
+    }
+    s.push('\n');
+    for row in &t.rows {
+        s.push_str(&line(row));
     }
     s
 }
@@ -44,17 +54,8 @@ pub(super) fn render(r: &ExperimentResults, plots: &[Plot], text_in_plots: bool)
     if let Some(e) = epochs_phrase(r) {
         let _ = writeln!(s, "- Epochs per run: {e}");
     }
-    let _ = writeln!(s, "\n| variant | what it does | seeds |\n|---|---|---|");
-    for v in &r.variants {
-        let seeds: Vec<String> = v.runs.iter().map(|run| run.seed.to_string()).collect();
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} |",
-            cell(&v.name),
-            cell(&v.description),
-            seeds.join(", ")
-        );
-    }
+    s.push('\n');
+    s.push_str(&table(&tables::runs(r)));
 
     let _ = writeln!(s, "\n## Results\n");
     s.push_str(&markdown_table(r));
@@ -99,39 +100,11 @@ pub(super) fn render(r: &ExperimentResults, plots: &[Plot], text_in_plots: bool)
         }
     }
 
-    let aspect_vs: Vec<_> = r
-        .variants
-        .iter()
-        .filter(|v| v.per_question_auc.iter().any(|a| a.is_some()))
-        .collect();
-    if !r.questions.is_empty() {
+    if let Some(t) = tables::questions(r) {
         let _ = writeln!(s, "\n## Questions\n");
-        let mut header = "| id | kind | question |".to_string();
-        let mut rule = "|---|---|---|".to_string();
-        for v in &aspect_vs {
-            let _ = write!(header, " AUC {} |", cell(&v.name));
-            rule.push_str("---:|");
-        }
-        let _ = writeln!(s, "{header}\n{rule}");
-        for (qi, q) in r.questions.iter().enumerate() {
-            let _ = write!(
-                s,
-                "| {} | {} | {} |",
-                cell(&q.id),
-                cell(&q.kind),
-                cell(&q.text)
-            );
-            for v in &aspect_vs {
-                match v.per_question_auc.get(qi).copied().flatten() {
-                    Some(a) => {
-                        let _ = write!(s, " {a:.3} |");
-                    }
-                    None => s.push_str(" — |"),
-                }
-            }
-            s.push('\n');
-        }
-        if !aspect_vs.is_empty() {
+        s.push_str(&table(&t));
+        // The AUC columns are the numeric ones; they may hold "—".
+        if t.numeric.contains(&true) {
             let _ = writeln!(
                 s,
                 "\n— : undefined (the teacher gave the same answer for every test image)."

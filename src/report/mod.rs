@@ -8,9 +8,10 @@
 mod html;
 mod markdown;
 pub mod plots;
+mod tables;
 
 use crate::error::{input, Result};
-use crate::experiment::results::{ExperimentResults, Stat};
+use crate::experiment::results::ExperimentResults;
 use crate::files;
 use std::path::{Path, PathBuf};
 
@@ -148,48 +149,6 @@ pub(crate) fn check(r: &ExperimentResults, at: &Path) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// `mean ± std` with `decimals`; no ± for a single run, "—" for none.
-pub(crate) fn fmt_stat(s: &Stat, decimals: usize) -> String {
-    match s.n {
-        0 => "—".to_string(),
-        1 => format!("{:.*}", decimals, s.mean),
-        _ => format!("{:.*} ± {:.*}", decimals, s.mean, decimals, s.std),
-    }
-}
-
-pub(crate) fn fmt_opt_stat(s: &Option<Stat>, decimals: usize) -> String {
-    s.as_ref()
-        .map_or("—".to_string(), |s| fmt_stat(s, decimals))
-}
-
-/// The main table's header and one row of cells per variant, shared by Markdown and HTML so
-/// both show the same numbers.
-pub(crate) fn table_cells(r: &ExperimentResults) -> (Vec<&'static str>, Vec<Vec<String>>) {
-    let header = vec![
-        "variant",
-        "top-1 (%)",
-        "top-5 (%)",
-        "aspect AUC",
-        "agreement",
-        "n",
-    ];
-    let rows = r
-        .variants
-        .iter()
-        .map(|v| {
-            vec![
-                v.name.clone(),
-                fmt_stat(&v.top1, 2),
-                fmt_stat(&v.top5, 2),
-                fmt_opt_stat(&v.aspect_auc, 3),
-                fmt_opt_stat(&v.aspect_agreement, 3),
-                v.runs.len().to_string(),
-            ]
-        })
-        .collect();
-    (header, rows)
 }
 
 /// Epoch counts of the runs as a phrase: "10" or "8 to 10" (runs may stop early).

@@ -1,5 +1,5 @@
 use super::*;
-use crate::experiment::results::ExperimentResults;
+use crate::experiment::results::{ExperimentResults, Stat};
 
 /// Parse "81.23 ± 0.45", "81.23" or "—" into (mean, std).
 fn parse_stat(cell: &str) -> Option<(f64, Option<f64>)> {
