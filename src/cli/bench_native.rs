@@ -11,7 +11,7 @@ use candle_core::{DType, Device, IndexOp};
 use makd::data::RawImage;
 use makd::teacher::native::qwen3_vl::{Qwen3Vl, Qwen3VlConfig};
 use makd::teacher::native::tokenizer::Tokenizer;
-use makd::teacher::native::vl::{VlOptions, VlTeacher};
+use makd::teacher::native::vl::{shared_prefix_len, VlOptions, VlTeacher};
 use makd::teacher::native::vl_image::VisionPreprocess;
 use makd::teacher::Subject;
 use std::path::PathBuf;
@@ -179,21 +179,8 @@ pub fn run(a: Args) -> Result<()> {
 
     // Phase timings of the shared path, then the whole of it as the teacher runs it.
     let m = &teacher.model;
-    let prompts: Vec<Vec<u32>> = qs
-        .iter()
-        .map(|q| {
-            teacher
-                .tokenizer
-                .encode(&teacher.prompt_text("", q, img_tokens), false)
-        })
-        .collect();
-    let mut p = 0;
-    while prompts
-        .iter()
-        .all(|ids| p + 1 < ids.len() && ids[p] == prompts[0][p])
-    {
-        p += 1;
-    }
+    let prompts = teacher.prompt_ids("", &qs, img_tokens);
+    let p = shared_prefix_len(&prompts);
     let suffix_tokens: usize = prompts.iter().map(|ids| ids.len() - p).sum();
     let t = Instant::now();
     let vision = m.encode_image(&patches, grid)?;

@@ -199,6 +199,22 @@ impl VlTeacher {
         Ok((patches, grid, n))
     }
 
+    /// Token ids of each question's prompt, with `image_tokens` placeholders for the image.
+    pub fn prompt_ids(
+        &self,
+        class: &str,
+        questions: &[&str],
+        image_tokens: usize,
+    ) -> Vec<Vec<u32>> {
+        questions
+            .iter()
+            .map(|q| {
+                self.tokenizer
+                    .encode(&self.prompt_text(class, q, image_tokens), false)
+            })
+            .collect()
+    }
+
     /// Next-token log-probabilities after each question's prompt, sharing the common prefix
     /// (`shared = true`) or running every prompt in full (`false`, the reference path).
     pub fn question_logprobs(
@@ -212,13 +228,7 @@ impl VlTeacher {
             Subject::Class(c) => (c, None),
         };
         let n_img = image.as_ref().map_or(0, |(_, _, n)| *n);
-        let prompts: Vec<Vec<u32>> = questions
-            .iter()
-            .map(|q| {
-                self.tokenizer
-                    .encode(&self.prompt_text(class, q, n_img), false)
-            })
-            .collect();
+        let prompts = self.prompt_ids(class, questions, n_img);
         let vision = match &image {
             Some((patches, grid, _)) => Some(self.model.encode_image(patches, *grid)?),
             None => None,
@@ -231,12 +241,7 @@ impl VlTeacher {
             }
             return Ok(out);
         }
-        // The longest common prefix, leaving every prompt at least one token of its own.
-        let shortest = prompts.iter().map(Vec::len).min().unwrap_or(0);
-        let mut p = 0;
-        while p + 1 < shortest && prompts.iter().all(|ids| ids[p] == prompts[0][p]) {
-            p += 1;
-        }
+        let p = shared_prefix_len(&prompts);
         if let Some(span_end) = prompts[0]
             .iter()
             .rposition(|&t| t == self.model.cfg.image_token_id)
@@ -274,6 +279,17 @@ impl VlTeacher {
             })
             .collect()
     }
+}
+
+/// The length of the longest prefix all prompts share, leaving every prompt at least one token
+/// of its own.
+pub fn shared_prefix_len(prompts: &[Vec<u32>]) -> usize {
+    let shortest = prompts.iter().map(Vec::len).min().unwrap_or(0);
+    let mut p = 0;
+    while p + 1 < shortest && prompts.iter().all(|ids| ids[p] == prompts[0][p]) {
+        p += 1;
+    }
+    p
 }
 
 /// The default prompt text inside the chat turn.
