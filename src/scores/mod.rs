@@ -158,7 +158,7 @@ impl Manifest {
                 short(&other.aspect_hash)
             ));
         }
-        if self.teacher != other.teacher {
+        if !self.teacher.same_teacher(&other.teacher) {
             return Some(format!(
                 "another teacher (store: {} {} {} mode, now: {} {} {} mode, or their prompts/tokens/settings differ)",
                 self.teacher.backend,

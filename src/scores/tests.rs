@@ -261,6 +261,19 @@ fn reopening_with_another_manifest_is_an_input_error() {
     }
     // The same manifest resumes.
     ScoreWriter::open(dir.path(), manifest(None)).unwrap();
+    // So does the same teacher served from elsewhere (another port, more endpoints).
+    let mut moved = manifest(None);
+    moved.teacher.extra.insert(
+        "endpoints".into(),
+        serde_json::json!(["http://10.0.0.2:8000/v1"]),
+    );
+    ScoreWriter::open(dir.path(), moved).unwrap();
+    let mut other = manifest(None);
+    other
+        .teacher
+        .extra
+        .insert("top_logprobs".into(), serde_json::json!(5));
+    assert!(ScoreWriter::open(dir.path(), other).is_err());
 }
 
 fn write_safetensors(dir: &Path, p_yes: &[f32], status: &[u8], shape: [usize; 2]) {

@@ -96,6 +96,24 @@ pub struct TeacherInfo {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// `extra` keys that say where a teacher was served, not what it answers: a score store resumes
+/// and merges across them (another port, more vLLM endpoints, shards labeled on other machines).
+pub const DEPLOYMENT_KEYS: &[&str] = &["endpoints"];
+
+impl TeacherInfo {
+    /// Whether two descriptions name the same teacher: equal in everything but [`DEPLOYMENT_KEYS`].
+    pub fn same_teacher(&self, other: &TeacherInfo) -> bool {
+        let strip = |t: &TeacherInfo| {
+            let mut t = t.clone();
+            for k in DEPLOYMENT_KEYS {
+                t.extra.remove(*k);
+            }
+            t
+        };
+        strip(self) == strip(other)
+    }
+}
+
 /// Answers aspect questions. Called from several threads at once when [`Teacher::parallelism`] > 1.
 pub trait Teacher: Send + Sync {
     fn info(&self) -> TeacherInfo;
