@@ -211,6 +211,15 @@ impl TrainConfig {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serializes")
     }
+
+    /// The same config with every path absolute, relative ones taken from `base`: what a run dir
+    /// keeps, so that loading its config.toml (whose relative paths would be read from the run
+    /// dir) finds the same files.
+    pub fn with_absolute_paths(&self, base: &Path) -> Result<TrainConfig> {
+        let mut table: toml::Table = toml::from_str(&self.to_toml()).expect("config round-trips");
+        resolve_paths(&mut table, base);
+        Self::from_table(table, "config")
+    }
 }
 
 fn toml_at(file: &str, text: &str, span: Option<std::ops::Range<usize>>) -> String {
@@ -304,6 +313,25 @@ fn parse_value(raw: &str) -> toml::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A path set in code (the experiment runner's control stores) is relative to the working
+    /// directory; saved absolute, the run dir's copy loads back equal to it.
+    #[test]
+    fn saved_configs_reload_equal() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("runs/a");
+        std::fs::create_dir_all(&run).unwrap();
+        let mut cfg = TrainConfig::from_sets(&[]).unwrap();
+        cfg.aspects.scores = Some("out/stores/random-target-seed0".into());
+        let saved = cfg.with_absolute_paths(dir.path()).unwrap();
+        assert_eq!(
+            saved.aspects.scores,
+            Some(dir.path().join("out/stores/random-target-seed0"))
+        );
+        std::fs::write(run.join("config.toml"), saved.to_toml()).unwrap();
+        let back = TrainConfig::load(&run.join("config.toml"), &[]).unwrap();
+        assert_eq!(back, saved);
+    }
 
     #[test]
     fn paper_defaults() {

@@ -277,6 +277,8 @@ pub fn open_store(
 
 /// Train (or resume) the run in `run_dir`.
 pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary> {
+    // Compared with, and saved as, the run dir's config.toml: paths absolute.
+    let cfg = &cfg.with_absolute_paths(&std::env::current_dir().at(".")?)?;
     let dev = device()?;
     let ds = open_datasets(cfg)?;
     let c = ds.train.classes().len();
@@ -357,7 +359,10 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
         let saved = run_dir.load_config()?;
         if &saved != cfg {
             return Err(input(
-                "this run dir holds a run with a different config",
+                format!(
+                    "this run dir holds a run with a different config (differs in: {})",
+                    config_diff(&saved.to_toml(), &cfg.to_toml()).join(", ")
+                ),
                 run_dir.root.display().to_string(),
                 "pass --fresh to start over in it, or use another --run-dir",
             ));
@@ -679,6 +684,39 @@ pub fn load_run(run_dir: &RunDir, which: &str) -> Result<(TrainConfig, ModelInfo
     let mut model = Model::build(&cfg, info.classes.len(), info.num_aspects, &device()?)?;
     checkpoint::load_model(&dir, &mut model.varmap)?;
     Ok((cfg, info, model))
+}
+
+/// The dotted keys whose values differ between two TOML documents, with both values
+/// (`train.epochs: 3 in the run dir, 5 now`).
+fn config_diff(a: &str, b: &str) -> Vec<String> {
+    fn walk(prefix: &str, a: Option<&toml::Value>, b: Option<&toml::Value>, out: &mut Vec<String>) {
+        match (a, b) {
+            (Some(toml::Value::Table(x)), Some(toml::Value::Table(y))) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, x.get(k), y.get(k), out);
+                }
+            }
+            (x, y) if x != y => {
+                let show = |v: Option<&toml::Value>| v.map_or("(unset)".into(), |v| v.to_string());
+                out.push(format!(
+                    "{prefix}: {} in the run dir, {} now",
+                    show(x),
+                    show(y)
+                ))
+            }
+            _ => {}
+        }
+    }
+    let parse = |s: &str| s.parse::<toml::Value>().ok();
+    let mut out = Vec::new();
+    walk("", parse(a).as_ref(), parse(b).as_ref(), &mut out);
+    out
 }
 
 /// Softmax over the class logits of one output row, and sigmoid over its aspect logits.
