@@ -233,21 +233,14 @@ pub fn efficientnet_b0(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{check_shape_and_gradients, imagenet_param_count};
+    use super::super::tests::{check_shape_and_gradients, imagenet_param_count, param_shape};
     use super::super::{Arch, Stem, StudentSpec};
 
     #[test]
     fn parameter_count_and_names_equal_torchvision() {
         let (n, varmap) = imagenet_param_count(Arch::EfficientnetB0);
         assert_eq!(n, 5_288_548);
-        let data = varmap.data().lock().unwrap();
-        let shape = |n: &str| -> Vec<usize> {
-            data.get(n)
-                .unwrap_or_else(|| panic!("missing {n}"))
-                .as_tensor()
-                .dims()
-                .to_vec()
-        };
+        let shape = |n: &str| param_shape(&varmap, n);
         assert_eq!(shape("features.0.0.weight"), [32, 3, 3, 3]);
         assert_eq!(shape("features.1.0.block.0.0.weight"), [32, 1, 3, 3]);
         assert_eq!(shape("features.1.0.block.1.fc1.weight"), [8, 32, 1, 1]);

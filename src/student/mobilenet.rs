@@ -266,7 +266,7 @@ pub fn mobilenet_v2(
 #[cfg(test)]
 mod tests {
     use super::super::tests::{
-        build_in_varmap, check_shape_and_gradients, imagenet_param_count, trainable,
+        build_in_varmap, check_shape_and_gradients, imagenet_param_count, param_shape, trainable,
     };
     use super::super::{Arch, Stem, StudentSpec};
 
@@ -289,14 +289,7 @@ mod tests {
     fn v2_tensor_names_are_torchvision_keys() {
         let (n, varmap) = imagenet_param_count(Arch::MobilenetV2);
         assert!(n > 0);
-        let data = varmap.data().lock().unwrap();
-        let shape = |n: &str| -> Vec<usize> {
-            data.get(n)
-                .unwrap_or_else(|| panic!("missing {n}"))
-                .as_tensor()
-                .dims()
-                .to_vec()
-        };
+        let shape = |n: &str| param_shape(&varmap, n);
         assert_eq!(shape("features.0.0.weight"), [32, 3, 3, 3]);
         assert_eq!(shape("features.0.1.running_mean"), [32]);
         // block 1 has no expansion: depthwise at conv.0, projection at conv.1 / conv.2
@@ -310,7 +303,12 @@ mod tests {
         assert_eq!(shape("features.17.conv.2.weight"), [320, 960, 1, 1]);
         assert_eq!(shape("features.18.0.weight"), [1280, 320, 1, 1]);
         assert_eq!(shape("classifier.1.weight"), [1000, 1280]);
-        assert!(data.get("features.19.0.weight").is_none());
+        assert!(varmap
+            .data()
+            .lock()
+            .unwrap()
+            .get("features.19.0.weight")
+            .is_none());
     }
 
     #[test]

@@ -623,6 +623,17 @@ pub(crate) mod tests {
 
     /// Trainable parameter count of `arch` as torchvision counts it: ImageNet stem, RGB, 1000
     /// classes.
+    /// The shape of parameter `name` (a panic naming it when it is absent): the torchvision-key
+    /// tests of every model.
+    pub(crate) fn param_shape(varmap: &VarMap, name: &str) -> Vec<usize> {
+        let data = varmap.data().lock().unwrap();
+        data.get(name)
+            .unwrap_or_else(|| panic!("missing {name}"))
+            .as_tensor()
+            .dims()
+            .to_vec()
+    }
+
     pub(crate) fn imagenet_param_count(arch: Arch) -> (usize, VarMap) {
         let spec = StudentSpec {
             arch,

@@ -267,7 +267,7 @@ pub fn resnet50(
 #[cfg(test)]
 mod tests {
     use super::super::tests::{
-        build_in_varmap, check_shape_and_gradients, imagenet_param_count, trainable,
+        build_in_varmap, check_shape_and_gradients, imagenet_param_count, param_shape, trainable,
     };
     use super::super::{Arch, Stem, StudentSpec};
 
@@ -289,14 +289,7 @@ mod tests {
     #[test]
     fn tensor_names_and_shapes_are_torchvision_keys() {
         let (varmap, _) = build_in_varmap(&spec(Arch::Resnet50, Stem::Imagenet), 224, 1000);
-        let data = varmap.data().lock().unwrap();
-        let shape = |n: &str| -> Vec<usize> {
-            data.get(n)
-                .unwrap_or_else(|| panic!("missing {n}"))
-                .as_tensor()
-                .dims()
-                .to_vec()
-        };
+        let shape = |n: &str| param_shape(&varmap, n);
         assert_eq!(shape("conv1.weight"), [64, 3, 7, 7]);
         assert_eq!(shape("bn1.running_var"), [64]);
         assert_eq!(shape("layer1.0.conv1.weight"), [64, 64, 1, 1]);
@@ -306,8 +299,12 @@ mod tests {
         assert_eq!(shape("layer4.2.bn3.weight"), [2048]);
         assert_eq!(shape("fc.weight"), [1000, 2048]);
         assert_eq!(shape("fc.bias"), [1000]);
-        assert!(data.get("layer1.1.downsample.0.weight").is_none());
-        drop(data);
+        assert!(varmap
+            .data()
+            .lock()
+            .unwrap()
+            .get("layer1.1.downsample.0.weight")
+            .is_none());
 
         let (varmap, _) = build_in_varmap(&spec(Arch::Resnet18, Stem::Small), 32, 12);
         let names: Vec<String> = trainable(&varmap).into_iter().map(|(n, _)| n).collect();
