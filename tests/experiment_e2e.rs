@@ -11,26 +11,7 @@ fn small_experiment_with_controls_and_kd() {
     let store = tmp.path().join("train-store");
     let test_store = tmp.path().join("test-store");
     for (split, out) in [("train", &store), ("test", &test_store)] {
-        ok(makd()
-            .args([
-                "label",
-                "--dataset",
-                "fashion-mnist",
-                "--split",
-                split,
-                "--aspects",
-                "examples/fashion-mnist/aspects.json",
-            ])
-            .args([
-                "--backend",
-                "table",
-                "--table",
-                "examples/fashion-mnist/aspect_table.csv",
-                "--mode",
-                "class",
-                "--out",
-            ])
-            .arg(out));
+        label_fashion_mnist_table(split, out, &["--mode", "class"]);
     }
     let base = repo().join("examples/fashion-mnist");
     let cfg = tmp.path().join("exp.toml");

@@ -160,34 +160,13 @@ fn a_different_config_in_the_same_run_dir_is_refused() {
     );
 }
 
-fn label_table(split: &str, out: &Path) {
-    ok(makd()
-        .args([
-            "label",
-            "--dataset",
-            "fashion-mnist",
-            "--split",
-            split,
-            "--aspects",
-            "examples/fashion-mnist/aspects.json",
-        ])
-        .args([
-            "--backend",
-            "table",
-            "--table",
-            "examples/fashion-mnist/aspect_table.csv",
-            "--out",
-        ])
-        .arg(out));
-}
-
 #[test]
 fn makd_with_a_table_teacher_store_reports_aspect_metrics() {
     require_fashion_mnist();
     let tmp = tempfile::tempdir().unwrap();
     let (train_store, test_store) = (tmp.path().join("train"), tmp.path().join("test"));
-    label_table("train", &train_store);
-    label_table("test", &test_store);
+    label_fashion_mnist_table("train", &train_store, &[]);
+    label_fashion_mnist_table("test", &test_store, &[]);
     let store = read_json(&train_store.join("manifest.json"));
     assert_eq!(store["image_ids"].as_array().unwrap().len(), 60000);
     assert_eq!(store["question_ids"].as_array().unwrap().len(), 50);
@@ -252,7 +231,7 @@ fn a_store_for_another_dataset_or_aspect_set_is_refused() {
     require_fashion_mnist();
     let tmp = tempfile::tempdir().unwrap();
     let test_store = tmp.path().join("test");
-    label_table("test", &test_store);
+    label_fashion_mnist_table("test", &test_store, &[]);
     // The test split's store used as training targets: another dataset fingerprint.
     let err = user_error(
         small(&tmp.path().join("run"), 1)

@@ -64,3 +64,27 @@ pub fn require_fashion_mnist() {
         "Fashion-MNIST is missing: run scripts/test (it installs dataset-fashion-mnist)"
     );
 }
+
+/// Label a Fashion-MNIST split with the shipped aspect set and its per-class annotation table
+/// (`extra` flags, e.g. `["--mode", "class"]`, go before `--out`).
+pub fn label_fashion_mnist_table(split: &str, out: &Path, extra: &[&str]) {
+    ok(makd()
+        .args([
+            "label",
+            "--dataset",
+            "fashion-mnist",
+            "--split",
+            split,
+            "--aspects",
+            "examples/fashion-mnist/aspects.json",
+        ])
+        .args([
+            "--backend",
+            "table",
+            "--table",
+            "examples/fashion-mnist/aspect_table.csv",
+        ])
+        .args(extra)
+        .arg("--out")
+        .arg(out));
+}
