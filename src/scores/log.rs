@@ -82,7 +82,8 @@ pub fn encode_header(images: u32, questions: u32) -> [u8; HEADER_LEN] {
 pub struct Replay {
     /// Records applied.
     pub valid: u64,
-    /// Whole records skipped because their checksum or fields were wrong.
+    /// Records skipped because their checksum or fields were wrong (a bad stretch of bytes counts
+    /// as its length in records, rounded up).
     pub corrupt: u64,
     /// Byte offset just past the last valid record (or the header): everything after it is a
     /// torn or corrupt tail the writer truncates.
@@ -126,30 +127,51 @@ pub fn replay(
         valid_end: HEADER_LEN as u64,
         ..Replay::default()
     };
+    // Records are normally back to back, but a torn record in the middle (a crash of an older
+    // makd without the store lock, a disk fault) would shift every later one: after a bad window
+    // the scan slides one byte at a time until a record checks out again, so one bad stretch
+    // costs only itself. A false resync needs a random 20 bytes to match their CRC-32 (2^-32).
     let mut buf = vec![0u8; CHUNK_RECORDS * RECORD_LEN];
-    let mut offset = HEADER_LEN as u64;
+    let mut have = 0usize;
+    let mut base = HEADER_LEN as u64;
+    let mut skipped = 0usize;
     loop {
-        let n = read_full(&mut file, &mut buf).at(path)?;
-        for chunk in buf[..n - n % RECORD_LEN].chunks_exact(RECORD_LEN) {
-            offset += RECORD_LEN as u64;
-            let rec = Record::decode(chunk.try_into().expect("chunks_exact gives RECORD_LEN"));
-            match rec {
+        let n = read_full(&mut file, &mut buf[have..]).at(path)?;
+        have += n;
+        let eof = have < buf.len();
+        let mut p = 0usize;
+        while p + RECORD_LEN <= have {
+            let window: &[u8; RECORD_LEN] = buf[p..p + RECORD_LEN]
+                .try_into()
+                .expect("slice of RECORD_LEN");
+            match Record::decode(window) {
                 Some(r)
                     if (r.image as usize) < images
                         && (r.question as usize) < questions
                         && valid_value(&r) =>
                 {
+                    out.corrupt += skipped.div_ceil(RECORD_LEN) as u64;
+                    skipped = 0;
                     apply(&r);
                     out.valid += 1;
-                    out.valid_end = offset;
+                    p += RECORD_LEN;
+                    out.valid_end = base + p as u64;
                 }
-                _ => out.corrupt += 1,
+                _ => {
+                    skipped += 1;
+                    p += 1;
+                }
             }
         }
-        if n < buf.len() {
+        // Keep the unread tail (shorter than a record) for the next chunk.
+        buf.copy_within(p..have, 0);
+        base += p as u64;
+        have -= p;
+        if eof {
             break;
         }
     }
+    out.corrupt += skipped.div_ceil(RECORD_LEN) as u64;
     Ok(out)
 }
 

@@ -266,17 +266,18 @@ impl ScoreStore {
             ));
         }
         let bytes = std::fs::read(&path).at(&path)?;
-        let (p_yes, status, never_scored) = read_matrix(
+        let m = read_matrix(
             &bytes,
             &path,
             manifest.num_images(),
             manifest.num_questions(),
         )?;
+        check_matrix_is_current(dir, m.log_bytes)?;
         let store = ScoreStore {
             manifest,
-            p_yes,
-            status,
-            never_scored,
+            p_yes: m.p_yes,
+            status: m.status,
+            never_scored: m.never_scored,
         };
         store.validate_values(&path.display().to_string())?;
         Ok(store)
@@ -328,6 +329,7 @@ impl ScoreStore {
             &self.p_yes,
             &self.status,
             self.never_scored,
+            None,
         )
     }
 
@@ -466,16 +468,23 @@ fn write_matrix(
     p_yes: &[f32],
     status: &[u8],
     never_scored: usize,
+    log_bytes: Option<u64>,
 ) -> Result<()> {
     let n = images * questions;
     debug_assert_eq!(p_yes.len(), n);
     debug_assert_eq!(status.len(), n);
+    let mut meta = serde_json::json!({
+        "format": "makd-scores",
+        "format_version": FORMAT_VERSION.to_string(),
+        "never_scored": never_scored.to_string(),
+    });
+    if let Some(b) = log_bytes {
+        // How long the log was when it was compacted: a longer (or cut) log means this matrix
+        // is stale, see `ScoreStore::open`.
+        meta["log_bytes"] = b.to_string().into();
+    }
     let header = serde_json::json!({
-        "__metadata__": {
-            "format": "makd-scores",
-            "format_version": FORMAT_VERSION.to_string(),
-            "never_scored": never_scored.to_string(),
-        },
+        "__metadata__": meta,
         "p_yes": {"dtype": "F32", "shape": [images, questions], "data_offsets": [0, 4 * n]},
         "status": {"dtype": "U8", "shape": [images, questions], "data_offsets": [4 * n, 5 * n]},
     });
@@ -509,7 +518,41 @@ fn write_matrix(
     Ok(())
 }
 
-type Matrix = (Vec<f32>, Vec<u8>, usize);
+/// A store whose log has moved on since the matrix was compacted (a later `makd label` run that
+/// was interrupted) would train on the old answers without a word: refuse it. Matrices from
+/// before `log_bytes` was recorded fall back to comparing modification times.
+fn check_matrix_is_current(dir: &Path, log_bytes: Option<u64>) -> Result<()> {
+    let log_path = dir.join(LOG_FILE);
+    let Ok(log_meta) = std::fs::metadata(&log_path) else {
+        return Ok(());
+    };
+    let stale = match log_bytes {
+        Some(b) => log_meta.len() != b,
+        None => {
+            let matrix_time = std::fs::metadata(dir.join(MATRIX_FILE)).and_then(|m| m.modified());
+            match (log_meta.modified(), matrix_time) {
+                (Ok(l), Ok(m)) => l > m,
+                _ => false,
+            }
+        }
+    };
+    if stale {
+        return Err(input(
+            format!("{MATRIX_FILE} is older than {LOG_FILE}: a later labeling run added answers and did not finish"),
+            dir.display().to_string(),
+            "run the same `makd label` command again: it resumes from the log and compacts the matrix",
+        ));
+    }
+    Ok(())
+}
+
+struct Matrix {
+    p_yes: Vec<f32>,
+    status: Vec<u8>,
+    never_scored: usize,
+    /// Length of the log it was compacted from (absent in matrices written without a log).
+    log_bytes: Option<u64>,
+}
 
 fn read_matrix(bytes: &[u8], path: &Path, images: usize, questions: usize) -> Result<Matrix> {
     let at = path.display().to_string();
@@ -524,12 +567,14 @@ fn read_matrix(bytes: &[u8], path: &Path, images: usize, questions: usize) -> Re
         .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
-    let never_scored = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("never_scored"))
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(0);
+    let field = |k: &str| {
+        meta.metadata()
+            .as_ref()
+            .and_then(|m| m.get(k))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let never_scored = field("never_scored").unwrap_or(0) as usize;
+    let log_bytes = field("log_bytes");
     let get = |name: &str, dtype: safetensors::Dtype| {
         let t = st
             .tensor(name)
@@ -548,7 +593,12 @@ fn read_matrix(bytes: &[u8], path: &Path, images: usize, questions: usize) -> Re
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
     let status = get("status", safetensors::Dtype::U8)?.to_vec();
-    Ok((p_yes, status, never_scored))
+    Ok(Matrix {
+        p_yes,
+        status,
+        never_scored,
+        log_bytes,
+    })
 }
 
 /// Join the stores of a `--shard i/n` run (one directory per shard, all `n` of them, each once)

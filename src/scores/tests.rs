@@ -489,3 +489,91 @@ fn record_layout_is_24_bytes() {
     };
     assert_eq!(r.encode().len(), 24);
 }
+
+#[test]
+fn a_torn_record_in_the_middle_does_not_misalign_the_rest() {
+    // Two writers without a lock, or a disk fault, can leave part of a record between whole ones:
+    // everything after it must still be read (it used to be skipped as corrupt, and then cut).
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = ScoreWriter::open(dir.path(), manifest(None)).unwrap();
+    let s = |p: f32| Score {
+        p_yes: p,
+        logit_yes: 0.0,
+        logit_no: 0.0,
+        status: Status::Ok,
+    };
+    w.record(0, 0, &s(0.1)).unwrap();
+    w.record(0, 1, &s(0.2)).unwrap();
+    w.flush().unwrap();
+    drop(w);
+    let log_path = dir.path().join(LOG_FILE);
+    let mut bytes = std::fs::read(&log_path).unwrap();
+    let torn = bytes[HEADER_LEN..HEADER_LEN + 10].to_vec();
+    bytes.extend_from_slice(&torn);
+    for (q, p) in [(2u16, 0.3f32), (3, 0.4)] {
+        let r = log::Record {
+            image: 1,
+            question: q,
+            status: STATUS_OK,
+            p_yes: p,
+            logit_yes: 0.0,
+            logit_no: 0.0,
+        };
+        bytes.extend_from_slice(&r.encode());
+    }
+    std::fs::write(&log_path, &bytes).unwrap();
+    let w = ScoreWriter::open(dir.path(), manifest(None)).unwrap();
+    assert_eq!(w.recovered().valid, 4);
+    assert_eq!(w.recovered().corrupt, 1);
+    assert_eq!(w.recovered().valid_end, bytes.len() as u64);
+    assert!(w.pending(1).iter().all(|&q| q != 2 && q != 3));
+}
+
+#[test]
+fn a_second_writer_on_the_same_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = ScoreWriter::open(dir.path(), manifest(None)).unwrap();
+    let err = ScoreWriter::open(dir.path(), manifest(None))
+        .err()
+        .expect("a second writer is refused");
+    assert!(
+        matches!(&err, crate::Error::Input { what, .. } if what.contains("another")),
+        "{err}"
+    );
+    drop(w);
+    // Released with the writer.
+    ScoreWriter::open(dir.path(), manifest(None)).unwrap();
+}
+
+#[test]
+fn a_matrix_older_than_its_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = ScoreWriter::open(dir.path(), manifest(None)).unwrap();
+    let s = Score {
+        p_yes: 0.5,
+        logit_yes: 0.0,
+        logit_no: 0.0,
+        status: Status::Ok,
+    };
+    w.record(0, 0, &s).unwrap();
+    w.finish().unwrap();
+    ScoreStore::open(dir.path()).unwrap();
+    // A later run appends (say, a larger --limit) and is killed before it compacts.
+    let mut w = ScoreWriter::open(dir.path(), manifest(None)).unwrap();
+    w.record(0, 1, &s).unwrap();
+    w.flush().unwrap();
+    drop(w);
+    let err = ScoreStore::open(dir.path())
+        .err()
+        .expect("a stale matrix is refused");
+    assert!(
+        matches!(&err, crate::Error::Input { what, .. } if what.contains("older than")),
+        "{err}"
+    );
+    // Finishing the run compacts again and the store opens.
+    ScoreWriter::open(dir.path(), manifest(None))
+        .unwrap()
+        .finish()
+        .unwrap();
+    assert_eq!(ScoreStore::open(dir.path()).unwrap().summary().ok, 2);
+}

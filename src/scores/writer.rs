@@ -14,6 +14,30 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The lock file of a store being written (see [`ScoreWriter`]).
+pub const LOCK_FILE: &str = "scores.lock";
+
+/// Take the store's write lock, or say who holds it. The lock is the kernel's (flock), so it is
+/// released when the process dies, kill -9 included: no stale lock files to clean up.
+fn lock_store(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .at(&path)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(input(
+            "another makd process is writing this score store",
+            dir.display().to_string(),
+            "wait for that `makd label` (or `label merge`) to finish, or label into another --out",
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(crate::error::io(&path, e)),
+    }
+}
+
 /// Status byte of a pair no run has reached yet; never written to disk.
 const NEVER: u8 = 0xFF;
 /// Durability batch: a crash loses at most this many records or this much time of work.
@@ -32,6 +56,9 @@ pub struct ScoreWriter {
     unsynced: usize,
     last_sync: Instant,
     recovered: Replay,
+    /// Held (flock, exclusive) while this writer lives: two `makd label` runs on one `--out`
+    /// would interleave their records.
+    _lock: File,
 }
 
 impl ScoreWriter {
@@ -41,6 +68,7 @@ impl ScoreWriter {
         let at = dir.display().to_string();
         manifest.validate(&at)?;
         std::fs::create_dir_all(dir).at(dir)?;
+        let lock = lock_store(dir)?;
         let manifest_path = dir.join(MANIFEST_FILE);
         let log_path = dir.join(LOG_FILE);
         if manifest_path.exists() {
@@ -115,6 +143,7 @@ impl ScoreWriter {
             unsynced: 0,
             last_sync: Instant::now(),
             recovered,
+            _lock: lock,
         };
         if fresh_log && w.dir.join(MATRIX_FILE).exists() {
             // A store saved without its log (a merge target, a derived store): put its answers
@@ -255,6 +284,7 @@ impl ScoreWriter {
             &self.p_yes,
             &status,
             summary.never_scored,
+            Some(self.log.get_ref().metadata().at(&self.log_path)?.len()),
         )?;
         Ok(summary)
     }
@@ -291,8 +321,8 @@ impl ScoreWriter {
         let m = read_manifest(dir)?;
         let path = dir.join(MATRIX_FILE);
         let bytes = std::fs::read(&path).at(&path)?;
-        let (p_yes, status, _) = read_matrix(&bytes, &path, m.num_images(), m.num_questions())?;
-        for (k, (&p, &s)) in p_yes.iter().zip(&status).enumerate() {
+        let matrix = read_matrix(&bytes, &path, m.num_images(), m.num_questions())?;
+        for (k, (&p, &s)) in matrix.p_yes.iter().zip(&matrix.status).enumerate() {
             let image = k / self.questions;
             if is_usable(s) && (0.0..=1.0).contains(&p) && m.owns(image) {
                 self.append(&Record {
