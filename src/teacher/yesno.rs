@@ -8,10 +8,13 @@
 //! `P(yes) = sigmoid(l_yes − l_no)`: the probability of Yes *given* the answer is Yes or No, so mass
 //! the model puts on other tokens does not pull the target towards 0.
 //!
-//! When only one side is among the returned candidates, the absent side's logprob is at most the
-//! smallest logprob returned (it would otherwise have made the top-k), so that bound stands in for
-//! it and the pair is marked [`Status::Floored`]. When neither side is returned the pair is
-//! [`Score::missing`]: no target, never a silent 0.5.
+//! When only one side is among the returned candidates, the absent side's probability is at most
+//! the smallest probability returned (it would otherwise have made the top-k) and at most the mass
+//! the server did not return (1 − Σ returned). The smaller bound stands in for it and the pair is
+//! marked [`Status::Floored`]. With the first bound alone, a server that returns a single
+//! candidate would give exactly 0.5 (the bound *is* that candidate); with both, a lone Yes at
+//! p = 0.9 gives 0.9. When neither side is returned the pair is [`Score::missing`]: no target,
+//! never a silent 0.5.
 
 use crate::teacher::{Score, Status};
 
@@ -84,12 +87,14 @@ pub fn score_from_candidates(cands: &[(String, f32)], yes: &[String], no: &[Stri
     let mut ly = Vec::new();
     let mut ln = Vec::new();
     let mut smallest = f64::INFINITY;
+    let mut returned = 0.0f64;
     for (tok, lp) in cands {
         if !lp.is_finite() {
             continue;
         }
         let lp = *lp as f64;
         smallest = smallest.min(lp);
+        returned += lp.exp();
         let norm = normalize_token(tok);
         if yes.contains(&norm) {
             ly.push(lp);
@@ -97,10 +102,12 @@ pub fn score_from_candidates(cands: &[(String, f32)], yes: &[String], no: &[Stri
             ln.push(lp);
         }
     }
+    // Rounded logprobs can sum past 1: the unreturned mass is then ~0, kept finite at ε.
+    let bound = smallest.min((1.0 - returned).max(f64::EPSILON).ln());
     let (l_yes, l_no, status) = match (logsumexp(&ly), logsumexp(&ln)) {
         (Some(y), Some(n)) => (y, n, Status::Ok),
-        (Some(y), None) => (y, smallest, Status::Floored),
-        (None, Some(n)) => (smallest, n, Status::Floored),
+        (Some(y), None) => (y, bound, Status::Floored),
+        (None, Some(n)) => (bound, n, Status::Floored),
         (None, None) => return Score::missing(),
     };
     Score {
@@ -166,19 +173,41 @@ mod tests {
     }
 
     #[test]
-    fn one_side_absent_is_floored_at_the_smallest_logprob() {
-        // No is absent: bounded by the smallest returned logprob (-4.0).
-        // P(yes) = sigmoid(-0.1 + 4.0) = sigmoid(3.9) = 0.980160…
+    fn one_side_absent_is_bounded_by_the_smallest_candidate_or_the_unreturned_mass() {
         let (y, n) = defaults();
-        let s = score_from_candidates(&c(&[("Yes", -0.1), ("A", -2.5), ("B", -4.0)]), &y, &n);
+        let l = |p: f32| p.ln();
+        // No absent; returned 0.7 + 0.2 + 0.08 = 0.98, so No ≤ min(0.08, 0.02) = 0.02:
+        // P(yes) = 0.7 / (0.7 + 0.02) = 0.972222…
+        let s = score_from_candidates(
+            &c(&[("Yes", l(0.7)), ("A", l(0.2)), ("B", l(0.08))]),
+            &y,
+            &n,
+        );
         assert_eq!(s.status, Status::Floored);
-        assert_eq!(s.logit_no, -4.0);
-        assert!((s.p_yes - 0.980_159_7).abs() < 1e-6, "{}", s.p_yes);
-        // Yes absent: P(yes) = sigmoid(-3 - (-0.3)) = sigmoid(-2.7) = 0.062973…
-        let s = score_from_candidates(&c(&[("no", -0.3), ("x", -3.0)]), &y, &n);
+        assert!((s.logit_no - l(0.02)).abs() < 1e-5, "{}", s.logit_no);
+        assert!((s.p_yes - 0.972_222_2).abs() < 1e-5, "{}", s.p_yes);
+        // Yes absent; returned 0.5 + 0.01, so Yes ≤ min(0.01, 0.49) = 0.01 (the smallest bound):
+        // P(yes) = 0.01 / (0.01 + 0.5) = 0.019608…
+        let s = score_from_candidates(&c(&[("no", l(0.5)), ("x", l(0.01))]), &y, &n);
         assert_eq!(s.status, Status::Floored);
-        assert_eq!(s.logit_yes, -3.0);
-        assert!((s.p_yes - 0.062_973_3).abs() < 1e-6, "{}", s.p_yes);
+        assert!((s.logit_yes - l(0.01)).abs() < 1e-6);
+        assert!((s.p_yes - 0.019_607_8).abs() < 1e-5, "{}", s.p_yes);
+    }
+
+    #[test]
+    fn a_single_returned_candidate_is_never_exactly_half() {
+        // The smallest returned candidate is the one Yes itself; the bound from the unreturned
+        // mass (0.1) decides: P(yes) = 0.9 / (0.9 + 0.1) = 0.9.
+        let (y, n) = defaults();
+        let s = score_from_candidates(&c(&[("Yes", 0.9f32.ln())]), &y, &n);
+        assert_eq!(s.status, Status::Floored);
+        assert!((s.p_yes - 0.9).abs() < 1e-5, "{}", s.p_yes);
+        let s = score_from_candidates(&c(&[(" No", 0.6f32.ln())]), &y, &n);
+        assert!((s.p_yes - 0.4).abs() < 1e-5, "{}", s.p_yes);
+        // All the mass on Yes (rounded logprob 0): the absent No has none, P(yes) ≈ 1, finite.
+        let s = score_from_candidates(&c(&[("Yes", 0.0)]), &y, &n);
+        assert_eq!(s.p_yes, 1.0);
+        assert!(s.logit_no.is_finite());
     }
 
     #[test]
@@ -205,7 +234,8 @@ mod tests {
             &n,
         );
         assert_eq!(s.status, Status::Floored);
-        assert_eq!(s.logit_yes, -1.0);
+        // Bound: min(-1.0, ln(1 - 0.606531 - 0.367879)) = ln(0.025590) = -3.665556.
+        assert!((s.logit_yes - (-3.665_556)).abs() < 1e-4, "{}", s.logit_yes);
     }
 
     #[test]

@@ -181,7 +181,7 @@ pub fn get_json(url: &str) -> serde_json::Value {
 pub fn reference_p_yes(resp: &serde_json::Value) -> Option<(f64, bool)> {
     let first = &resp["choices"][0]["logprobs"]["content"][0];
     let mut seen = std::collections::HashSet::new();
-    let (mut py, mut pn, mut min) = (0.0f64, 0.0f64, f64::INFINITY);
+    let (mut py, mut pn, mut min, mut returned) = (0.0f64, 0.0f64, f64::INFINITY, 0.0f64);
     let mut cands: Vec<(String, f64)> = first["top_logprobs"]
         .as_array()?
         .iter()
@@ -201,6 +201,7 @@ pub fn reference_p_yes(resp: &serde_json::Value) -> Option<(f64, bool)> {
             continue;
         }
         min = min.min(lp);
+        returned += lp.exp();
         let w: String = tok
             .chars()
             .filter(|c| !matches!(c, ' ' | '\u{2581}' | '\u{120}' | '.' | ','))
@@ -212,10 +213,12 @@ pub fn reference_p_yes(resp: &serde_json::Value) -> Option<(f64, bool)> {
             pn += lp.exp();
         }
     }
+    // The absent side: at most the smallest returned candidate and the unreturned mass.
+    let bound = min.exp().min((1.0 - returned).max(f64::EPSILON));
     match (py > 0.0, pn > 0.0) {
         (true, true) => Some((py / (py + pn), true)),
-        (true, false) => Some((py / (py + min.exp()), false)),
-        (false, true) => Some((min.exp() / (min.exp() + pn), false)),
+        (true, false) => Some((py / (py + bound), false)),
+        (false, true) => Some((bound / (bound + pn), false)),
         _ => None,
     }
 }
