@@ -33,7 +33,7 @@ fn questions(words: &[&str]) -> Vec<Question> {
 
 fn teacher(url: &str, mode: Mode, api: Api, attempts: u32, timeout_s: f64) -> OpenAiTeacher {
     let opts = OpenAiOptions {
-        endpoints: vec![url.to_string()],
+        endpoints: vec![url.parse().unwrap()],
         model: "tiny".into(),
         concurrency: 2,
         mode,
@@ -188,7 +188,7 @@ fn faults_between_makd_and_real_server_heal_or_give_the_right_status() {
 
     let no_cache = |url: &str| {
         let mut t = OpenAiOptions {
-            endpoints: vec![url.to_string()],
+            endpoints: vec![url.parse().unwrap()],
             model: "tiny".into(),
             concurrency: 2,
             mode: Mode::Class,
@@ -280,7 +280,7 @@ fn a_4xx_that_cannot_heal_stops_with_the_servers_message_and_never_the_key() {
     );
     let secret = "sk-makd-test-S3CRET-value";
     let opts = OpenAiOptions {
-        endpoints: vec![proxy.url.clone()],
+        endpoints: vec![proxy.url.parse().unwrap()],
         mode: Mode::Class,
         max_attempts: 4,
         backoff_base: Duration::from_millis(10),
@@ -317,7 +317,7 @@ fn a_dead_endpoint_stops_the_run_instead_of_marking_everything_missing() {
         l.local_addr().unwrap().port()
     };
     let opts = OpenAiOptions {
-        endpoints: vec![format!("http://127.0.0.1:{port}/v1")],
+        endpoints: vec![format!("http://127.0.0.1:{port}/v1").parse().unwrap()],
         mode: Mode::Class,
         max_attempts: 2,
         backoff_base: Duration::from_millis(5),
@@ -431,7 +431,7 @@ fn several_endpoints_share_groups_and_keep_each_group_on_one_server() {
     let (a, rec_a) = fake_server(dir.path(), "{}", "a");
     let (b, rec_b) = fake_server(dir.path(), "{}", "b");
     let opts = OpenAiOptions {
-        endpoints: vec![a.url.clone(), b.url.clone()],
+        endpoints: vec![a.url.parse().unwrap(), b.url.parse().unwrap()],
         mode: Mode::Class,
         concurrency: 2,
         ..Default::default()

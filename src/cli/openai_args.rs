@@ -1,5 +1,6 @@
 //! Flags shared by every command that talks to an OpenAI-compatible endpoint.
 
+use makd::llm::client::EndpointUrl;
 use makd::teacher::openai::{Api, OpenAiOptions};
 use makd::teacher::Mode;
 use std::time::Duration;
@@ -13,6 +14,10 @@ fn json_object(s: &str) -> Result<serde_json::Map<String, serde_json::Value>, St
     }
 }
 
+fn endpoint_url(s: &str) -> Result<EndpointUrl, String> {
+    s.parse::<EndpointUrl>().map_err(|e| e.to_string())
+}
+
 fn positive_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
@@ -23,8 +28,8 @@ fn positive_secs(s: &str) -> Result<f64, String> {
 #[derive(clap::Args, Debug, Clone)]
 pub struct OpenAiArgs {
     /// Base URL of an OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1); repeat to share work.
-    #[arg(long = "endpoint")]
-    pub endpoints: Vec<String>,
+    #[arg(long = "endpoint", value_parser = endpoint_url)]
+    pub endpoints: Vec<EndpointUrl>,
     /// Model name as the server knows it.
     #[arg(long)]
     pub model: Option<String>,

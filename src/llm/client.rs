@@ -53,13 +53,101 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// An endpoint's base URL as requests use it, which may hold `user:password@`. Debug and Display
+/// show it without the credentials, so they reach no log, manifest, error or Debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EndpointUrl {
+    base: String,
+    shown: String,
+}
+
+impl EndpointUrl {
+    /// The URL with credentials, for the request line only.
+    fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The URL without credentials: what users see.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// Whether requests to it are encrypted (an `OPENAI_API_KEY` is sent only then).
+    pub fn is_https(&self) -> bool {
+        self.base.starts_with("https://")
+    }
+
+    /// The `user:password@` part, if any (to scrub it from transport errors).
+    fn credentials(&self) -> Option<&str> {
+        let rest = self.base.split_once("://")?.1;
+        let host = &rest[..rest.find('/').unwrap_or(rest.len())];
+        host.rfind('@').map(|at| &host[..=at])
+    }
+}
+
+impl std::str::FromStr for EndpointUrl {
+    type Err = Error;
+    fn from_str(raw: &str) -> Result<EndpointUrl> {
+        let base = normalize_endpoint(raw)?;
+        Ok(EndpointUrl {
+            shown: strip_credentials(&base),
+            base,
+        })
+    }
+}
+
+impl std::fmt::Debug for EndpointUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.shown)
+    }
+}
+
+impl std::fmt::Display for EndpointUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
 #[derive(Debug)]
 struct Endpoint {
-    /// Base URL as requests use it (may hold `user:pass@`).
-    base: String,
-    /// Base URL with any credentials removed: what logs, errors and manifests show.
-    shown: String,
+    url: EndpointUrl,
+    /// The key sent to this endpoint (see [`ApiKeys`]).
+    key: Option<Secret>,
     in_flight: AtomicUsize,
+}
+
+/// Where API keys may go. `MAKD_API_KEY` is the user's key for the endpoints they name and goes
+/// to each of them; `OPENAI_API_KEY` is often set for OpenAI itself, so it is sent only over
+/// https, never in clear text to a local or third-party http server.
+#[derive(Clone, Debug, Default)]
+pub struct ApiKeys {
+    /// Sent to every endpoint.
+    pub any: Option<String>,
+    /// Sent to https endpoints only.
+    pub https_only: Option<String>,
+}
+
+impl ApiKeys {
+    /// `MAKD_API_KEY` and `OPENAI_API_KEY` from the environment (empty ones ignored).
+    pub fn from_env() -> ApiKeys {
+        let var = |v: &str| {
+            std::env::var(v)
+                .ok()
+                .map(|k| k.trim().to_string())
+                .filter(|k| !k.is_empty())
+        };
+        ApiKeys {
+            any: var(API_KEY_VARS[0]),
+            https_only: var(API_KEY_VARS[1]),
+        }
+    }
+
+    fn for_endpoint(&self, url: &EndpointUrl) -> Option<Secret> {
+        self.any
+            .clone()
+            .or_else(|| self.https_only.clone().filter(|_| url.is_https()))
+            .map(Secret)
+    }
 }
 
 /// A client for one or more endpoints that serve the same model.
@@ -68,7 +156,10 @@ pub struct Client {
     agent: ureq::Agent,
     endpoints: Vec<Endpoint>,
     opts: ClientOptions,
-    api_key: Option<Secret>,
+    /// Every key some endpoint gets, to scrub from what we report.
+    secrets: Vec<Secret>,
+    /// Set when `OPENAI_API_KEY` exists but some http endpoint does not get it (for the 401 hint).
+    withheld_openai_key: bool,
     next: AtomicUsize,
     successes: AtomicU64,
     gave_up: AtomicU64,
@@ -157,18 +248,15 @@ pub fn strip_credentials(url: &str) -> String {
     }
 }
 
-/// The API key from the environment, if set and non-empty.
-pub fn api_key_from_env() -> Option<String> {
-    API_KEY_VARS
-        .iter()
-        .filter_map(|v| std::env::var(v).ok())
-        .find(|k| !k.trim().is_empty())
-        .map(|k| k.trim().to_string())
-}
-
-fn parse_retry_after(v: &str) -> Option<Duration> {
-    let secs: f64 = v.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+/// `Retry-After` as delay-seconds or as an HTTP-date (RFC 9110 §10.2.3), relative to `now`.
+/// A date in the past means "now".
+fn parse_retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The `error.message` of an OpenAI-style error body, else the body itself (shortened).
@@ -198,7 +286,7 @@ fn server_message(body: &str) -> String {
 
 fn hint_for_status(code: u16) -> &'static str {
     match code {
-        401 | 403 => "set the API key in the environment (MAKD_API_KEY, else OPENAI_API_KEY)",
+        401 | 403 => "set the API key in the environment: MAKD_API_KEY (sent to every --endpoint), or OPENAI_API_KEY (sent over https only)",
         404 => "check --endpoint (the base URL, usually ending in /v1) and --model (the name the server serves)",
         413 => "the request is too large for the server: use smaller images or raise its body limit",
         _ => "the server rejected the request: check --model, that the server returns logprobs (and accepts images in image mode), and any --vllm-extras",
@@ -206,16 +294,28 @@ fn hint_for_status(code: u16) -> &'static str {
 }
 
 impl Client {
-    /// A client for `endpoints`, with the API key from the environment.
-    pub fn new(endpoints: &[String], opts: ClientOptions) -> Result<Client> {
-        Client::with_api_key(endpoints, opts, api_key_from_env())
+    /// A client for `endpoints`, with the API keys from the environment ([`ApiKeys::from_env`]).
+    pub fn new(endpoints: &[EndpointUrl], opts: ClientOptions) -> Result<Client> {
+        Client::with_keys(endpoints, opts, ApiKeys::from_env())
     }
 
-    /// A client with an explicit API key (`None`: no Authorization header).
+    /// A client with an explicit API key sent to every endpoint (`None`: no Authorization header).
     pub fn with_api_key(
-        endpoints: &[String],
+        endpoints: &[EndpointUrl],
         opts: ClientOptions,
         api_key: Option<String>,
+    ) -> Result<Client> {
+        let keys = ApiKeys {
+            any: api_key,
+            https_only: None,
+        };
+        Client::with_keys(endpoints, opts, keys)
+    }
+
+    pub fn with_keys(
+        endpoints: &[EndpointUrl],
+        opts: ClientOptions,
+        keys: ApiKeys,
     ) -> Result<Client> {
         if endpoints.is_empty() {
             return Err(input(
@@ -224,15 +324,21 @@ impl Client {
                 "pass --endpoint http://HOST:PORT/v1 (repeat it to share the work between servers)",
             ));
         }
-        let mut eps = Vec::with_capacity(endpoints.len());
-        for e in endpoints {
-            let base = normalize_endpoint(e)?;
-            eps.push(Endpoint {
-                shown: strip_credentials(&base),
-                base,
+        let eps: Vec<Endpoint> = endpoints
+            .iter()
+            .map(|url| Endpoint {
+                key: keys.for_endpoint(url),
+                url: url.clone(),
                 in_flight: AtomicUsize::new(0),
-            });
-        }
+            })
+            .collect();
+        let secrets = [&keys.any, &keys.https_only]
+            .into_iter()
+            .flatten()
+            .map(|k| Secret(k.clone()))
+            .collect();
+        let withheld_openai_key =
+            keys.any.is_none() && keys.https_only.is_some() && eps.iter().any(|e| e.key.is_none());
         let conns = opts.connections_per_host.max(1);
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -249,7 +355,8 @@ impl Client {
                 max_attempts: opts.max_attempts.max(1),
                 ..opts
             },
-            api_key: api_key.map(Secret),
+            secrets,
+            withheld_openai_key,
             next: AtomicUsize::new(0),
             successes: AtomicU64::new(0),
             gave_up: AtomicU64::new(0),
@@ -258,7 +365,10 @@ impl Client {
 
     /// The endpoints as shown to users (credentials removed).
     pub fn endpoints(&self) -> Vec<String> {
-        self.endpoints.iter().map(|e| e.shown.clone()).collect()
+        self.endpoints
+            .iter()
+            .map(|e| e.url.shown().to_string())
+            .collect()
     }
 
     pub fn options(&self) -> &ClientOptions {
@@ -283,12 +393,19 @@ impl Client {
         }
     }
 
-    /// Replace the API key wherever it might appear in text we report.
-    fn scrub(&self, s: String) -> String {
-        match &self.api_key {
-            Some(Secret(k)) if !k.is_empty() && s.contains(k.as_str()) => s.replace(k, "***"),
-            _ => s,
+    /// Remove API keys and URL credentials wherever they might appear in text we report.
+    fn scrub(&self, mut s: String) -> String {
+        for Secret(k) in &self.secrets {
+            if !k.is_empty() && s.contains(k.as_str()) {
+                s = s.replace(k.as_str(), "***");
+            }
         }
+        for e in &self.endpoints {
+            if let Some(c) = e.url.credentials() {
+                s = s.replace(c, "");
+            }
+        }
+        s
     }
 
     /// POST `body` to `path` (e.g. `/chat/completions`) on the leased endpoint and hand the
@@ -326,7 +443,7 @@ impl Client {
             match failure {
                 Failure::Fatal(e) => return Err(e),
                 Failure::Transient { why, retry_after } => {
-                    last = format!("{}: {why}", ep.shown);
+                    last = format!("{}: {why}", ep.url);
                     if attempt + 1 < self.opts.max_attempts {
                         std::thread::sleep(self.backoff(attempt, retry_after));
                     }
@@ -373,9 +490,9 @@ impl Client {
         path: &str,
         body: &Value,
     ) -> std::result::Result<Value, Failure> {
-        let url = format!("{}{path}", ep.base);
+        let url = format!("{}{path}", ep.url.base());
         let mut req = self.agent.post(&url).header("Accept", "application/json");
-        if let Some(Secret(k)) = &self.api_key {
+        if let Some(Secret(k)) = &ep.key {
             req = req.header("Authorization", format!("Bearer {k}"));
         }
         let mut resp = match req.send_json(body) {
@@ -387,7 +504,7 @@ impl Client {
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
         let text = match resp.body_mut().read_to_string() {
             Ok(t) => t,
             Err(e) => {
@@ -410,10 +527,15 @@ impl Client {
                 retry_after,
             });
         }
+        let hint = if matches!(code, 401 | 403) && ep.key.is_none() && self.withheld_openai_key {
+            "OPENAI_API_KEY is sent only over https: set MAKD_API_KEY to send a key to this endpoint"
+        } else {
+            hint_for_status(code)
+        };
         Err(Failure::Fatal(Error::Remote {
-            endpoint: ep.shown.clone(),
+            endpoint: ep.url.to_string(),
             what: format!("HTTP {code} from {path}: {msg}"),
-            hint: hint_for_status(code).into(),
+            hint: hint.into(),
         }))
     }
 
@@ -434,7 +556,7 @@ impl Client {
                 retry_after: None,
             },
             other => Failure::Transient {
-                why: self.scrub(format!("{other} (to {})", ep.shown)),
+                why: self.scrub(format!("{other} (to {})", ep.url)),
                 retry_after: None,
             },
         }
@@ -478,15 +600,195 @@ mod tests {
         assert_eq!(server_message(r#"{"detail":"bad"}"#), "bad");
         assert_eq!(server_message("plain text"), "plain text");
         assert_eq!(server_message(""), "(empty body)");
-        assert_eq!(parse_retry_after(" 2 "), Some(Duration::from_secs(2)));
-        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn retry_after_as_seconds_or_http_date() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:27:55 GMT").unwrap();
+        let p = |v: &str| parse_retry_after(v, now);
+        assert_eq!(p(" 2 "), Some(Duration::from_secs(2)));
+        assert_eq!(p("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(p("-1"), None);
+        assert_eq!(
+            p("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::from_secs(5))
+        );
+        // A date already past: retry now.
+        assert_eq!(p("Wed, 21 Oct 2015 07:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(p("soon"), None);
+    }
+
+    /// A one-shot HTTP server on loopback: answers each request with the next canned response and
+    /// records when each request arrived.
+    fn canned_server(
+        responses: Vec<String>,
+    ) -> (String, std::thread::JoinHandle<Vec<std::time::Instant>>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!(
+            "http://127.0.0.1:{}/v1",
+            listener.local_addr().unwrap().port()
+        );
+        let h = std::thread::spawn(move || {
+            let mut arrived = Vec::new();
+            for resp in responses {
+                let (stream, _) = listener.accept().unwrap();
+                let mut r = BufReader::new(stream.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    r.read_line(&mut line).unwrap();
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" || line.is_empty() {
+                        break;
+                    }
+                }
+                let mut body = vec![0u8; len];
+                r.read_exact(&mut body).unwrap();
+                arrived.push(std::time::Instant::now());
+                let mut w = stream;
+                w.write_all(resp.as_bytes()).unwrap();
+                w.flush().unwrap();
+            }
+            arrived
+        });
+        (url, h)
+    }
+
+    fn http(status: &str, headers: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{headers}\r\n{body}",
+            body.len()
+        )
+    }
+
+    #[test]
+    fn a_429_waits_for_its_retry_after_date() {
+        // The backoff alone would retry after ~1 ms; the header's date (2 s ahead, whole seconds)
+        // must hold the retry back by more than one second.
+        let at = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(2));
+        let (url, server) = canned_server(vec![
+            http(
+                "429 Too Many Requests",
+                &format!("Retry-After: {at}\r\n"),
+                "{}",
+            ),
+            http("200 OK", "", r#"{"ok":true}"#),
+        ]);
+        let c = Client::with_api_key(
+            &[url.parse().unwrap()],
+            ClientOptions {
+                backoff_base: Duration::from_millis(1),
+                backoff_max: Duration::from_millis(1),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+        let lease = c.lease();
+        let got = c
+            .post(&lease, "/chat/completions", &serde_json::json!({}), |v| {
+                Ok(v["ok"].as_bool())
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, Some(true));
+        let arrived = server.join().unwrap();
+        let waited = arrived[1] - arrived[0];
+        assert!(
+            waited >= Duration::from_millis(990),
+            "retried after {waited:?}"
+        );
+        assert!(waited < Duration::from_secs(3), "retried after {waited:?}");
+    }
+
+    #[test]
+    fn openai_key_goes_over_https_only_and_makd_key_everywhere() {
+        let http_ep: EndpointUrl = "http://127.0.0.1:9/v1".parse().unwrap();
+        let https_ep: EndpointUrl = "https://api.example.com/v1".parse().unwrap();
+        let openai_only = ApiKeys {
+            any: None,
+            https_only: Some("sk-openai".into()),
+        };
+        assert!(openai_only.for_endpoint(&http_ep).is_none());
+        assert_eq!(
+            openai_only.for_endpoint(&https_ep).map(|s| s.0),
+            Some("sk-openai".into())
+        );
+        let both = ApiKeys {
+            any: Some("mk".into()),
+            https_only: Some("sk-openai".into()),
+        };
+        assert_eq!(both.for_endpoint(&http_ep).map(|s| s.0), Some("mk".into()));
+        assert_eq!(both.for_endpoint(&https_ep).map(|s| s.0), Some("mk".into()));
+        let c =
+            Client::with_keys(&[http_ep, https_ep], ClientOptions::default(), openai_only).unwrap();
+        assert!(c.endpoints[0].key.is_none());
+        assert!(c.endpoints[1].key.is_some());
+        assert!(c.withheld_openai_key);
+    }
+
+    #[test]
+    fn the_openai_key_is_not_sent_to_a_plain_http_server() {
+        // What the server receives, end to end: no Authorization header over http.
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!(
+            "http://127.0.0.1:{}/v1",
+            listener.local_addr().unwrap().port()
+        );
+        let h = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut r = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            let mut w = stream;
+            w.write_all(http("200 OK", "", "{}").as_bytes()).unwrap();
+            head
+        });
+        let keys = ApiKeys {
+            any: None,
+            https_only: Some("sk-openai-SECRET".into()),
+        };
+        let c = Client::with_keys(&[url.parse().unwrap()], ClientOptions::default(), keys).unwrap();
+        let lease = c.lease();
+        c.post(&lease, "/chat/completions", &serde_json::json!({}), |_| {
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+        let head = h.join().unwrap().to_ascii_lowercase();
+        assert!(!head.contains("authorization"), "{head}");
+        assert!(!head.contains("sk-openai-secret"), "{head}");
+    }
+
+    #[test]
+    fn url_credentials_reach_no_debug_display_or_message() {
+        let ep: EndpointUrl = "http://alice:hunter2@127.0.0.1:9/v1".parse().unwrap();
+        assert_eq!(ep.to_string(), "http://127.0.0.1:9/v1");
+        assert!(!format!("{ep:?}").contains("hunter2"));
+        let c = Client::with_api_key(&[ep], ClientOptions::default(), None).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.endpoints(), vec!["http://127.0.0.1:9/v1".to_string()]);
+        assert_eq!(
+            c.scrub("connect to http://alice:hunter2@127.0.0.1:9/v1 failed".into()),
+            "connect to http://127.0.0.1:9/v1 failed"
+        );
     }
 
     #[test]
     fn backoff_grows_is_capped_and_honours_retry_after() {
         let c = Client::with_api_key(
-            &["http://127.0.0.1:9/v1".to_string()],
+            &["http://127.0.0.1:9/v1".parse().unwrap()],
             ClientOptions {
                 backoff_base: Duration::from_millis(100),
                 backoff_max: Duration::from_millis(1000),
@@ -513,8 +815,8 @@ mod tests {
 
     #[test]
     fn lease_spreads_by_least_in_flight() {
-        let eps: Vec<String> = (1..=3)
-            .map(|i| format!("http://127.0.0.1:{i}/v1"))
+        let eps: Vec<EndpointUrl> = (1..=3)
+            .map(|i| format!("http://127.0.0.1:{i}/v1").parse().unwrap())
             .collect();
         let c = Client::with_api_key(&eps, ClientOptions::default(), None).unwrap();
         let a = c.lease();
@@ -531,7 +833,7 @@ mod tests {
     #[test]
     fn key_is_scrubbed_and_never_debug_printed() {
         let c = Client::with_api_key(
-            &["http://127.0.0.1:9/v1".to_string()],
+            &["http://127.0.0.1:9/v1".parse().unwrap()],
             ClientOptions::default(),
             Some("sk-SECRET-123".into()),
         )

@@ -18,7 +18,7 @@
 use crate::aspects::Question;
 use crate::data::RawImage;
 use crate::error::{input, Result};
-use crate::llm::client::{Client, ClientOptions};
+use crate::llm::client::{Client, ClientOptions, EndpointUrl};
 use crate::llm::logprobs::{first_token, FirstToken};
 use crate::teacher::yesno::{check_variants, default_variants, score_from_candidates};
 use crate::teacher::{Mode, Score, Subject, Teacher, TeacherInfo, ANSWER_CUE};
@@ -68,7 +68,7 @@ impl std::str::FromStr for Api {
 /// Everything needed to talk to one or more endpoints serving the same model.
 #[derive(Clone, Debug)]
 pub struct OpenAiOptions {
-    pub endpoints: Vec<String>,
+    pub endpoints: Vec<EndpointUrl>,
     /// Model name as the server knows it; empty lets a single-model server (llama.cpp) choose.
     pub model: String,
     /// Requests in flight per endpoint.
@@ -373,7 +373,7 @@ mod tests {
 
     fn teacher(mode: Mode, api: Api) -> OpenAiTeacher {
         let opts = OpenAiOptions {
-            endpoints: vec!["http://127.0.0.1:9/v1".into()],
+            endpoints: vec!["http://127.0.0.1:9/v1".parse().unwrap()],
             model: "m".into(),
             mode,
             api,
@@ -451,7 +451,7 @@ mod tests {
     #[test]
     fn completions_body_and_extras() {
         let opts = OpenAiOptions {
-            endpoints: vec!["http://127.0.0.1:9".into()],
+            endpoints: vec!["http://127.0.0.1:9".parse().unwrap()],
             mode: Mode::Class,
             api: Api::Completions,
             extra_body: serde_json::from_str(r#"{"cache_prompt":false}"#).unwrap(),
@@ -476,7 +476,7 @@ mod tests {
     #[test]
     fn bad_options_are_input_errors() {
         let base = OpenAiOptions {
-            endpoints: vec!["http://127.0.0.1:9/v1".into()],
+            endpoints: vec!["http://127.0.0.1:9/v1".parse().unwrap()],
             ..Default::default()
         };
         let mk = |o: &OpenAiOptions| {
