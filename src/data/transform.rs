@@ -128,6 +128,7 @@ pub struct Transform {
 }
 
 /// Planar float image, values still in 0..=255.
+#[derive(Clone)]
 struct Planes {
     w: usize,
     h: usize,
@@ -201,37 +202,58 @@ impl Planes {
 
     /// Separable bilinear resize to `nw × nh`.
     fn resize(self, nw: usize, nh: usize) -> Planes {
+        self.resize_window(nw, nh, 0, 0, nw, nh)
+    }
+
+    /// The `cw × ch` window at (`left`, `top`) of the image resized to `nw × nh`, computing only
+    /// that window: a 1×65535 strip resized to a short side of 224 would otherwise be 14.7M rows
+    /// of coefficients and pixels (tens of GB) to keep 224 of them. Each output pixel is computed
+    /// exactly as in a full resize (same weights, same summation order), so the crop of a full
+    /// resize and this window are bit-identical.
+    fn resize_window(
+        self,
+        nw: usize,
+        nh: usize,
+        left: usize,
+        top: usize,
+        cw: usize,
+        ch: usize,
+    ) -> Planes {
         if nw == self.w && nh == self.h {
-            return self;
+            return self.crop(left as isize, top as isize, cw, ch);
         }
-        let (cw, ch) = (self.w, self.h);
-        let xs = coefficients(cw, nw);
-        let ys = coefficients(ch, nh);
-        let mut tmp = vec![0.0; self.c * ch * nw];
+        let (w, h) = (self.w, self.h);
+        let xs = coefficients_in(w, nw, left..left + cw);
+        let ys = coefficients_in(h, nh, top..top + ch);
+        // Only the input rows some kept output row reads go through the horizontal pass.
+        let r0 = ys.iter().map(|(s, _)| *s).min().unwrap_or(0);
+        let r1 = ys.iter().map(|(s, ws)| s + ws.len()).max().unwrap_or(0);
+        let rows = r1 - r0;
+        let mut tmp = vec![0.0; self.c * rows * cw];
         for c in 0..self.c {
-            for y in 0..ch {
-                let row = &self.data[(c * ch + y) * cw..(c * ch + y + 1) * cw];
+            for y in r0..r1 {
+                let row = &self.data[(c * h + y) * w..(c * h + y + 1) * w];
                 for (x, (start, ws)) in xs.iter().enumerate() {
-                    tmp[(c * ch + y) * nw + x] =
+                    tmp[(c * rows + y - r0) * cw + x] =
                         ws.iter().zip(&row[*start..]).map(|(w, v)| w * v).sum();
                 }
             }
         }
-        let mut data = vec![0.0; self.c * nh * nw];
+        let mut data = vec![0.0; self.c * ch * cw];
         for c in 0..self.c {
             for (y, (start, ws)) in ys.iter().enumerate() {
-                for x in 0..nw {
-                    data[(c * nh + y) * nw + x] = ws
+                for x in 0..cw {
+                    data[(c * ch + y) * cw + x] = ws
                         .iter()
                         .enumerate()
-                        .map(|(k, w)| w * tmp[(c * ch + start + k) * nw + x])
+                        .map(|(k, w)| w * tmp[(c * rows + start + k - r0) * cw + x])
                         .sum();
                 }
             }
         }
         Planes {
-            w: nw,
-            h: nh,
+            w: cw,
+            h: ch,
             c: self.c,
             data,
         }
@@ -247,22 +269,26 @@ impl Planes {
 /// Per output pixel, the first input index and the weights of a triangle (bilinear) filter. The
 /// filter widens by the scale factor when shrinking, as PIL does, so downscaling averages every
 /// input pixel instead of skipping some (aliasing). Pixel centres sit at `i + 0.5`.
-fn coefficients(input: usize, output: usize) -> Vec<(usize, Vec<f32>)> {
+/// Only the output pixels in `outs` are computed.
+fn coefficients_in(
+    input: usize,
+    output: usize,
+    outs: std::ops::Range<usize>,
+) -> Vec<(usize, Vec<f32>)> {
     let scale = input as f64 / output as f64;
     let support = scale.max(1.0);
-    (0..output)
-        .map(|o| {
-            let center = (o as f64 + 0.5) * scale;
-            let lo = ((center - support + 0.5).floor().max(0.0)) as usize;
-            let hi = ((center + support + 0.5).floor() as usize).min(input);
-            let mut ws: Vec<f64> = (lo..hi)
-                .map(|i| (1.0 - ((i as f64 + 0.5 - center) / support).abs()).max(0.0))
-                .collect();
-            let total: f64 = ws.iter().sum();
-            ws.iter_mut().for_each(|w| *w /= total);
-            (lo, ws.into_iter().map(|w| w as f32).collect())
-        })
-        .collect()
+    outs.map(|o| {
+        let center = (o as f64 + 0.5) * scale;
+        let lo = ((center - support + 0.5).floor().max(0.0)) as usize;
+        let hi = ((center + support + 0.5).floor() as usize).min(input);
+        let mut ws: Vec<f64> = (lo..hi)
+            .map(|i| (1.0 - ((i as f64 + 0.5 - center) / support).abs()).max(0.0))
+            .collect();
+        let total: f64 = ws.iter().sum();
+        ws.iter_mut().for_each(|w| *w /= total);
+        (lo, ws.into_iter().map(|w| w as f32).collect())
+    })
+    .collect()
 }
 
 /// torchvision's centre-crop offset: `round((len − size) / 2)` with Python's half-to-even round.
@@ -285,8 +311,9 @@ fn resize_center_crop(p: Planes, size: usize) -> Planes {
     } else {
         ((size as u64 * w as u64 / h as u64) as usize, size)
     };
-    let p = p.resize(nw, nh);
-    p.crop(center_offset(nw, size), center_offset(nh, size), size, size)
+    // The shorter side is `size` and the longer at least that, so both offsets are ≥ 0.
+    let (left, top) = (center_offset(nw, size), center_offset(nh, size));
+    p.resize_window(nw, nh, left as usize, top as usize, size, size)
 }
 
 /// torchvision `RandomResizedCrop.get_params`: (left, top, width, height) of the crop.
@@ -635,5 +662,49 @@ mod tests {
                 1.75, 3.25, 1.75, 3.25, 2.75, 4.25, 2.75, 4.25, 3.75, 5.25, 3.75, 5.25,
             ],
         );
+    }
+
+    #[test]
+    fn the_centre_window_equals_the_crop_of_a_full_resize_bit_for_bit() {
+        // Odd sizes, up- and downscaling, both orientations, 1 and 3 channels.
+        for (w, h, c, size) in [
+            (7usize, 19usize, 1usize, 5usize),
+            (23, 9, 3, 4),
+            (5, 5, 1, 9),
+            (3, 50, 3, 4),
+        ] {
+            let data: Vec<f32> = (0..w * h * c).map(|i| ((i * 37) % 251) as f32).collect();
+            let p = Planes { w, h, c, data };
+            let (nw, nh) = if w <= h {
+                (size, size * h / w)
+            } else {
+                (size * w / h, size)
+            };
+            let full = p.clone().resize(nw, nh).crop(
+                center_offset(nw, size),
+                center_offset(nh, size),
+                size,
+                size,
+            );
+            let window = resize_center_crop(p, size);
+            assert_eq!(full.data, window.data, "{w}x{h}x{c} -> {size}");
+        }
+    }
+
+    #[test]
+    fn an_extreme_strip_is_resized_without_materialising_it() {
+        // 1×65535 resized to a short side of 224 would be 224 × 14.7M pixels; only the centre
+        // 224 × 224 is computed. A constant strip stays constant.
+        let t = identity(224, 1, Augment::None);
+        let img = gray(1, 65535, vec![7; 65535]);
+        let t0 = std::time::Instant::now();
+        let out = t.apply(&img, false, &mut rng());
+        assert_eq!(out.len(), 224 * 224);
+        assert!(
+            out.iter().all(|v| (v - 7.0).abs() < 1e-3),
+            "{:?}",
+            &out[..4]
+        );
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5));
     }
 }
