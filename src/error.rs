@@ -2,8 +2,10 @@
 //!
 //! Every error a user can cause (a bad file, a bad config value, a mismatched store) is an
 //! [`Error::Input`]: it says what failed, where (a path, a line, a config key) and a `hint:` for the
-//! likely fix, and the binary exits with code 2 on it. Everything else is a bug or an environment
-//! failure and exits with code 1.
+//! likely fix. Exit codes ([`Error::exit_code`]): 2 for what the user can fix — [`Error::Input`],
+//! [`Error::Io`] (a named path that cannot be read or written) and [`Error::Remote`] (a server
+//! refused the request); 1 for bugs ([`Error::Internal`]) and tensor failures ([`Error::Candle`]);
+//! 130 for Ctrl-C ([`Error::Interrupted`]).
 
 use std::path::Path;
 
@@ -33,6 +35,10 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
+    /// A bug in makd (a panic caught at a thread boundary, a broken invariant). Exit code 1.
+    #[error("internal error: {what}\nhint: this is a bug in makd; please report it with the command that triggered it")]
+    Internal { what: String },
+
     /// The run was interrupted (Ctrl-C); everything done so far is saved.
     #[error("interrupted")]
     Interrupted,
@@ -46,7 +52,7 @@ impl Error {
         match self {
             Error::Input { .. } | Error::Io { .. } | Error::Remote { .. } => 2,
             Error::Interrupted => 130,
-            Error::Candle(_) => 1,
+            Error::Candle(_) | Error::Internal { .. } => 1,
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use super::transform::Transform;
 use super::Dataset;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -153,7 +153,11 @@ pub fn batches(
             .name(format!("makd-loader-{w}"))
             .spawn(move || {
                 for k in (w..job.num_batches()).step_by(workers) {
-                    let batch = job.build(k);
+                    // A panic here (a bug in a dataset or transform) becomes an error the caller
+                    // sees in order, instead of killing the process from another thread.
+                    let batch =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.build(k)))
+                            .unwrap_or_else(|payload| Err(panicked(k, payload.as_ref())));
                     let failed = batch.is_err();
                     // A closed channel means the iterator was dropped: stop quietly.
                     if tx.send(batch).is_err() || failed {
@@ -171,6 +175,18 @@ pub fn batches(
         done: false,
         receivers,
         workers: handles,
+    }
+}
+
+/// The error for a loader thread that panicked while building batch `k`.
+fn panicked(k: usize, payload: &(dyn std::any::Any + Send)) -> Error {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    Error::Internal {
+        what: format!("a data loader thread panicked while building batch {k}: {msg}"),
     }
 }
 
@@ -197,11 +213,15 @@ impl Iterator for BatchIter {
             match self.receivers[w].recv() {
                 Ok(b) => b,
                 Err(_) => {
-                    // The worker hung up without sending: it panicked. Surface that panic here.
-                    if let Some(Err(payload)) = self.workers[w].take().map(JoinHandle::join) {
-                        std::panic::resume_unwind(payload);
-                    }
-                    unreachable!("loader worker {w} exited before sending batch {k}");
+                    // The worker hung up without sending (it cannot panic past catch_unwind, but
+                    // a panic while sending would end it too): an error, not a process panic.
+                    let why = match self.workers[w].take().map(JoinHandle::join) {
+                        Some(Err(payload)) => panicked(k, payload.as_ref()),
+                        _ => Error::Internal {
+                            what: format!("loader thread {w} exited before sending batch {k}"),
+                        },
+                    };
+                    Err(why)
                 }
             }
         };
@@ -238,6 +258,9 @@ mod tests {
     use crate::data::{RawImage, Sample};
     use crate::error::{self, Error};
 
+    /// A `Synthetic` of this size panics in `get(bad)` instead of failing.
+    const PANICKY: usize = 13;
+
     /// `n` 3×3 gray images; image `i` is filled with value `i % 256`, label `i % 3`;
     /// `get(bad)` fails.
     struct Synthetic {
@@ -272,6 +295,9 @@ mod tests {
             i % 3
         }
         fn get(&self, i: usize) -> Result<Sample> {
+            if Some(i) == self.bad && self.n == PANICKY {
+                panic!("bug in get({i})");
+            }
             if Some(i) == self.bad {
                 return Err(error::input("corrupt", format!("s/{i}"), "none"));
             }
@@ -430,5 +456,35 @@ mod tests {
         assert_eq!(t.dims(), [3, 1, 3, 3]);
         let l = b.labels_tensor(&Device::Cpu).unwrap();
         assert_eq!(l.to_vec1::<u32>().unwrap(), [2, 0, 1]);
+    }
+
+    #[test]
+    fn a_panicking_worker_is_an_internal_error_not_a_process_panic() {
+        // Threads only: with 0 workers a panic happens on the caller's own thread.
+        for workers in [1, 2] {
+            let ds = Synthetic::make(PANICKY, Some(5));
+            let it = batches(
+                ds,
+                (0..PANICKY).collect(),
+                2,
+                transform(Augment::None),
+                false,
+                0,
+                workers,
+                2,
+            );
+            let results: Vec<Result<Batch>> = it.collect();
+            let err = results
+                .iter()
+                .find_map(|r| r.as_ref().err())
+                .expect("an error");
+            assert!(
+                matches!(err, Error::Internal { what } if what.contains("bug in get(5)")),
+                "{err}"
+            );
+            assert_eq!(err.exit_code(), 1);
+            // Batches before the failing one (batch 2) arrive intact.
+            assert!(results[0].is_ok() && results[1].is_ok());
+        }
     }
 }
