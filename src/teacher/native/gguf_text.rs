@@ -53,6 +53,7 @@ impl GgufText {
             .and_then(|v| v.to_string().ok())
             .cloned()
             .unwrap_or_default();
+        check_shape(&ct, &architecture, &at)?;
         let tokenizer = Tokenizer::from_gguf(&ct, &at)?;
         let device = Device::Cpu;
         let weights = match architecture.as_str() {
@@ -110,10 +111,83 @@ impl GgufText {
     }
 }
 
+/// The sizes the forward divides by, checked before any loader sees them: a GGUF with zero heads
+/// would otherwise stop the process with a division by zero deep inside the model code.
+fn check_shape(ct: &Content, arch: &str, at: &str) -> Result<()> {
+    let get = |k: &str| {
+        ct.metadata
+            .get(&format!("{arch}.{k}"))
+            .and_then(|v| v.to_u32().ok())
+    };
+    for k in [
+        "block_count",
+        "embedding_length",
+        "attention.head_count",
+        "attention.head_count_kv",
+    ] {
+        if get(k) == Some(0) {
+            return Err(input(
+                format!("{arch}.{k} is 0"),
+                at,
+                "the GGUF's metadata is damaged or was written by a buggy converter",
+            ));
+        }
+    }
+    if let (Some(h), Some(kv)) = (get("attention.head_count"), get("attention.head_count_kv")) {
+        if h % kv != 0 {
+            return Err(input(
+                format!("{arch}: {h} attention heads are not a multiple of {kv} key/value heads"),
+                at,
+                "the GGUF's metadata is damaged or was written by a buggy converter",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// log-softmax in f64 accumulation, so tiny probabilities keep their logprob exactly.
 pub fn log_softmax(x: &[f32]) -> Vec<f32> {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let sum: f64 = x.iter().map(|&v| (v as f64 - max).exp()).sum();
     let lse = max + sum.ln();
     x.iter().map(|&v| (v as f64 - lse) as f32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::gguf_file::Value;
+
+    fn write_gguf(path: &Path, md: &[(&str, Value)]) {
+        let mut f = std::fs::File::create(path).unwrap();
+        let md: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
+        candle_core::quantized::gguf_file::write(&mut f, &md, &[]).unwrap();
+    }
+
+    #[test]
+    fn zero_heads_are_an_input_error_not_a_division_by_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        for (heads, kv, needle) in [
+            (0u32, 1u32, "head_count is 0"),
+            (4, 0, "head_count_kv is 0"),
+            (4, 3, "not a multiple"),
+        ] {
+            let p = dir.path().join("m.gguf");
+            write_gguf(
+                &p,
+                &[
+                    ("general.architecture", Value::String("qwen2".into())),
+                    ("qwen2.block_count", Value::U32(1)),
+                    ("qwen2.embedding_length", Value::U32(8)),
+                    ("qwen2.attention.head_count", Value::U32(heads)),
+                    ("qwen2.attention.head_count_kv", Value::U32(kv)),
+                ],
+            );
+            let err = GgufText::load(&p).err().expect("refused");
+            assert!(
+                matches!(&err, Error::Input { what, .. } if what.contains(needle)),
+                "{heads}/{kv}: {err}"
+            );
+        }
+    }
 }

@@ -99,14 +99,29 @@ impl Qwen3VlConfig {
         }
         let t = &v["text_config"];
         let vc = &v["vision_config"];
+        // Every size and count read here divides something later (head_dim = hidden / heads,
+        // grids by the merge size): zero is refused here, not as a division by zero there.
         let need = |o: &Value, k: &str, sect: &str| -> Result<usize> {
-            o[k].as_u64().map(|x| x as usize).ok_or_else(|| {
-                input(
+            match o[k].as_u64() {
+                Some(0) => Err(input(
+                    format!("`{sect}.{k}` is 0"),
+                    at,
+                    "sizes and counts in config.json must be at least 1",
+                )),
+                Some(x) => Ok(x as usize),
+                None => Err(input(
                     format!("`{sect}.{k}` is missing or not a number"),
                     at,
                     "the config.json of a Qwen3-VL checkpoint has it",
-                )
-            })
+                )),
+            }
+        };
+        let optional = |o: &Value, k: &str, sect: &str, default: usize| -> Result<usize> {
+            if o[k].is_null() {
+                Ok(default)
+            } else {
+                need(o, k, sect)
+            }
         };
         let rope = if t["rope_parameters"].is_object() {
             &t["rope_parameters"]
@@ -127,9 +142,17 @@ impl Qwen3VlConfig {
             .unwrap_or_else(|| vec![24, 20, 20]);
         let heads = need(t, "num_attention_heads", "text_config")?;
         let hidden = need(t, "hidden_size", "text_config")?;
-        let head_dim = t["head_dim"]
-            .as_u64()
-            .map_or(hidden / heads, |x| x as usize);
+        let head_dim = optional(t, "head_dim", "text_config", hidden / heads)?;
+        let kv_heads = optional(t, "num_key_value_heads", "text_config", heads)?;
+        if head_dim == 0 || heads % kv_heads != 0 {
+            return Err(input(
+                format!(
+                    "text_config: {heads} attention heads, {kv_heads} key/value heads, head_dim {head_dim}"
+                ),
+                at,
+                "head_dim must be at least 1 and num_attention_heads a multiple of num_key_value_heads",
+            ));
+        }
         if sec.len() != 3 || sec.iter().sum::<usize>() != head_dim / 2 {
             return Err(input(
                 format!(
@@ -153,10 +176,10 @@ impl Qwen3VlConfig {
             hidden_size: need(vc, "hidden_size", "vision_config")?,
             intermediate_size: need(vc, "intermediate_size", "vision_config")?,
             num_heads: need(vc, "num_heads", "vision_config")?,
-            in_channels: vc["in_channels"].as_u64().unwrap_or(3) as usize,
+            in_channels: optional(vc, "in_channels", "vision_config", 3)?,
             patch_size: need(vc, "patch_size", "vision_config")?,
-            spatial_merge_size: vc["spatial_merge_size"].as_u64().unwrap_or(2) as usize,
-            temporal_patch_size: vc["temporal_patch_size"].as_u64().unwrap_or(2) as usize,
+            spatial_merge_size: optional(vc, "spatial_merge_size", "vision_config", 2)?,
+            temporal_patch_size: optional(vc, "temporal_patch_size", "vision_config", 2)?,
             out_hidden_size: need(vc, "out_hidden_size", "vision_config")?,
             num_position_embeddings: need(vc, "num_position_embeddings", "vision_config")?,
             deepstack_visual_indexes: vc["deepstack_visual_indexes"]
@@ -176,6 +199,16 @@ impl Qwen3VlConfig {
                 .unwrap_or("gelu_pytorch_tanh")
                 .to_string(),
         };
+        if vision.hidden_size % vision.num_heads != 0 {
+            return Err(input(
+                format!(
+                    "vision_config: hidden_size {} is not a multiple of num_heads {}",
+                    vision.hidden_size, vision.num_heads
+                ),
+                at,
+                "check config.json",
+            ));
+        }
         let act = t["hidden_act"].as_str().unwrap_or("silu");
         if act != "silu" {
             return Err(input(
@@ -204,9 +237,7 @@ impl Qwen3VlConfig {
             intermediate_size: need(t, "intermediate_size", "text_config")?,
             num_hidden_layers: need(t, "num_hidden_layers", "text_config")?,
             num_attention_heads: heads,
-            num_key_value_heads: t["num_key_value_heads"]
-                .as_u64()
-                .map_or(heads, |x| x as usize),
+            num_key_value_heads: kv_heads,
             head_dim,
             rms_norm_eps: t["rms_norm_eps"].as_f64().unwrap_or(1e-6),
             rope_theta,
@@ -1181,6 +1212,43 @@ mod tests {
                 "depth",
                 serde_json::json!("x"),
                 "vision_config.depth",
+            ),
+            // Zeros that used to divide by zero further in.
+            (
+                "/text_config",
+                "num_attention_heads",
+                serde_json::json!(0),
+                "num_attention_heads` is 0",
+            ),
+            (
+                "/text_config",
+                "num_key_value_heads",
+                serde_json::json!(0),
+                "num_key_value_heads` is 0",
+            ),
+            (
+                "/text_config",
+                "num_key_value_heads",
+                serde_json::json!(3),
+                "multiple of num_key_value_heads",
+            ),
+            (
+                "/vision_config",
+                "num_heads",
+                serde_json::json!(0),
+                "num_heads` is 0",
+            ),
+            (
+                "/vision_config",
+                "spatial_merge_size",
+                serde_json::json!(0),
+                "spatial_merge_size` is 0",
+            ),
+            (
+                "/vision_config",
+                "num_heads",
+                serde_json::json!(3),
+                "multiple of num_heads",
             ),
         ] {
             let mut bad = base.clone();
