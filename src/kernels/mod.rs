@@ -19,7 +19,6 @@
 
 mod buf;
 pub mod conv;
-mod depthwise;
 mod norm;
 pub mod peak;
 pub mod pool;
@@ -28,7 +27,6 @@ mod reference;
 mod simd;
 #[cfg(test)]
 mod tests;
-mod winograd;
 
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Module, ModuleT, Result, Shape,

@@ -1,4 +1,5 @@
-//! Dense and grouped 2-D convolution on the CPU through im2col + gemm, forward and backward.
+//! Dense and grouped 2-D convolution through im2col + gemm, forward and backward: the general
+//! path of [`super`].
 //!
 //! Per group `g`, with `col` the im2col matrix `[C_in/G · kh · kw, P]` of an image
 //! (`P = OH · OW`) and `W_g` the weight as `[C_out/G, C_in/G · kh · kw]`:
@@ -10,119 +11,16 @@
 //! small late layers (P = 16 at 4×4) still give gemm a long `n` dimension, while a chunk stays
 //! within a few MiB (never the whole batch's im2col). Chunks run in parallel on rayon's pool,
 //! each with a single-threaded gemm; gemm only parallelises itself when there are fewer chunks
-//! than threads (batch 1). Convolutions where each output channel reads one input channel
-//! (depthwise, or a single-channel input) go to [`super::depthwise`] instead: gemm with
-//! `K = kh · kw` wastes most of its work on packing.
+//! than threads (batch 1).
 
-use candle_core::{bail, Result};
 use rayon::prelude::*;
 
-use super::buf::{sgemm, transpose, with_scratch, Mat, SyncPtr};
-use super::{depthwise, winograd};
-
-/// Shapes of one convolution: input `[n, c, h, w]`, weight `[o, c / groups, kh, kw]`, output
-/// `[n, o, oh, ow]`; square stride and padding, dilation 1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvGeom {
-    pub n: usize,
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub o: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub stride: usize,
-    pub pad: usize,
-    pub groups: usize,
-    pub oh: usize,
-    pub ow: usize,
-}
-
-impl ConvGeom {
-    pub fn new(
-        x: &[usize],
-        weight: &[usize],
-        stride: usize,
-        pad: usize,
-        groups: usize,
-    ) -> Result<Self> {
-        let (&[n, c, h, w], &[o, cg, kh, kw]) = (x, weight) else {
-            bail!("conv2d: expected a 4-D input and weight, got {x:?} and {weight:?}")
-        };
-        if stride == 0 || groups == 0 {
-            bail!("conv2d: stride ({stride}) and groups ({groups}) must be at least 1")
-        }
-        if c % groups != 0 || o % groups != 0 || cg * groups != c {
-            bail!(
-                "conv2d: input {x:?} and weight {weight:?} do not fit groups = {groups} \
-                 (want weight [C_out, C_in / groups, kh, kw] with both channel counts divisible)"
-            )
-        }
-        if kh == 0 || kw == 0 || h + 2 * pad < kh || w + 2 * pad < kw {
-            bail!("conv2d: kernel {kh}×{kw} does not fit input {h}×{w} with padding {pad}")
-        }
-        Ok(ConvGeom {
-            n,
-            c,
-            h,
-            w,
-            o,
-            kh,
-            kw,
-            stride,
-            pad,
-            groups,
-            oh: (h + 2 * pad - kh) / stride + 1,
-            ow: (w + 2 * pad - kw) / stride + 1,
-        })
-    }
-
-    /// Input channels per group.
-    pub fn cg(&self) -> usize {
-        self.c / self.groups
-    }
-
-    /// Output channels per group.
-    pub fn og(&self) -> usize {
-        self.o / self.groups
-    }
-
-    /// Rows of the im2col matrix (the gemm reduction length of the forward pass).
-    pub fn kg(&self) -> usize {
-        self.cg() * self.kh * self.kw
-    }
-
-    /// Output pixels per image.
-    pub fn p(&self) -> usize {
-        self.oh * self.ow
-    }
-
-    /// Floating-point operations of the forward pass (2 per multiply-add); the backward costs
-    /// twice as much (input and weight gradient).
-    pub fn forward_flops(&self) -> f64 {
-        2.0 * (self.n * self.o * self.p() * self.kg()) as f64
-    }
-
-    /// A 1×1, stride-1, unpadded convolution, whose im2col matrix is the image itself.
-    fn pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
-    }
-
-    /// Each output channel reads exactly one input channel: the direct kernel's case.
-    pub(crate) fn one_input_channel_per_output(&self) -> bool {
-        self.cg() == 1
-    }
-}
+use super::geom::ConvGeom;
+use crate::kernels::buf::{sgemm, transpose, with_scratch, Mat, SyncPtr};
 
 /// The output positions `lo..hi` (out of `out`) whose input coordinate `o·stride + k − pad` lies
 /// inside `0..size`, for kernel offset `k`.
-pub(crate) fn valid_range(
-    k: usize,
-    pad: usize,
-    stride: usize,
-    size: usize,
-    out: usize,
-) -> (usize, usize) {
+fn valid_range(k: usize, pad: usize, stride: usize, size: usize, out: usize) -> (usize, usize) {
     let lo = if pad > k {
         (pad - k).div_ceil(stride)
     } else {
@@ -311,13 +209,7 @@ fn images_per_chunk(g: &ConvGeom) -> usize {
 }
 
 /// Forward pass of a convolution on contiguous f32 data; returns `[n, o, oh, ow]`.
-pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
-    if g.one_input_channel_per_output() {
-        return depthwise::forward(g, x, w);
-    }
-    if winograd::applies(g) {
-        return winograd::forward(g, x, w);
-    }
+pub(super) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
     let mut y = vec![0f32; g.n * g.o * g.p()];
     if y.is_empty() {
         return y;
@@ -370,7 +262,7 @@ fn forward_chunk(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], nb: usize, p
 
 /// Gradients of a convolution with respect to its input (`[n, c, h, w]`) and weight, each only
 /// when asked for.
-pub fn backward(
+pub(super) fn backward(
     g: &ConvGeom,
     x: &[f32],
     w: &[f32],
@@ -378,14 +270,6 @@ pub fn backward(
     need_dx: bool,
     need_dw: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    if g.one_input_channel_per_output() {
-        return depthwise::backward(g, x, w, dy, need_dx, need_dw);
-    }
-    if need_dx && winograd::applies(g) {
-        let dx = winograd::input_grad(g, w, dy);
-        let (_, dw) = backward(g, x, w, dy, false, need_dw);
-        return (Some(dx), dw);
-    }
     let img_in = g.c * g.h * g.w;
     let mut dx = if need_dx {
         vec![0f32; g.n * img_in]

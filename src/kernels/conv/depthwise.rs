@@ -15,9 +15,9 @@
 
 use rayon::prelude::*;
 
-use super::buf::with_scratch;
-use super::conv::ConvGeom;
-use super::simd::multiversion;
+use super::geom::ConvGeom;
+use crate::kernels::buf::with_scratch;
+use crate::kernels::simd::multiversion;
 
 /// Output columns computed together (one AVX-512 register).
 const LANES: usize = 16;
@@ -160,7 +160,7 @@ fn input_phases(g: &ConvGeom) -> Phases {
     Phases::for_output(g.oh, g.ow, g.kh, g.kw, g.stride)
 }
 
-pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
+pub(super) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (p, hw, k, og) = (g.p(), g.h * g.w, g.kh * g.kw, g.og());
     let mut y = vec![0f32; g.n * g.o * p];
     if p == 0 {
@@ -203,7 +203,7 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
     y
 }
 
-pub(crate) fn backward(
+pub(super) fn backward(
     g: &ConvGeom,
     x: &[f32],
     w: &[f32],

@@ -12,16 +12,16 @@
 
 use rayon::prelude::*;
 
-use super::buf::{sgemm, with_scratch, Mat};
-use super::conv::ConvGeom;
-use super::simd::multiversion;
+use super::geom::ConvGeom;
+use crate::kernels::buf::{sgemm, with_scratch, Mat};
+use crate::kernels::simd::multiversion;
 
 /// Transformed-tile floats per chunk (V and M together) we aim for.
 const CHUNK_FLOATS: usize = 1 << 20;
 
 /// Whether `g` is a convolution this module computes, and one where it pays: below 16
 /// channels the gemms are too thin to gain from fewer flops.
-pub(crate) fn applies(g: &ConvGeom) -> bool {
+pub(super) fn applies(g: &ConvGeom) -> bool {
     g.kh == 3
         && g.kw == 3
         && g.stride == 1
@@ -77,13 +77,13 @@ fn flip_transpose(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
 }
 
 /// Forward pass of a convolution for which [`applies`] holds.
-pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
+pub(super) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
     run(g, x, &transform_weights(g, w))
 }
 
 /// Input gradient of a convolution for which [`applies`] holds: the forward convolution of
 /// `dy` with the flipped, channel-swapped kernel.
-pub(crate) fn input_grad(g: &ConvGeom, w: &[f32], dy: &[f32]) -> Vec<f32> {
+pub(super) fn input_grad(g: &ConvGeom, w: &[f32], dy: &[f32]) -> Vec<f32> {
     let t = ConvGeom {
         c: g.o,
         o: g.c,
