@@ -22,7 +22,7 @@
 use candle_core::{Module, Tensor};
 use candle_nn::{BatchNormConfig, Linear, VarBuilder};
 
-use super::{pool, Act, Block, ConvBnAct, ConvShape, PooledNet, ResolvedStem, Student};
+use super::{global_avg_pool, Act, Block, ConvBnAct, ConvShape, PooledNet, ResolvedStem, Student};
 
 fn conv_bn_act(shape: ConvShape, act: Act, vb: VarBuilder) -> candle_core::Result<ConvBnAct> {
     ConvBnAct::new(shape, BatchNormConfig::default(), act, vb)
@@ -65,7 +65,7 @@ impl SqueezeExcitation {
 
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let (b, c, _, _) = xs.dims4()?;
-        let s = pool::adaptive_avg_pool_1x1(xs)?.reshape((b, c))?;
+        let s = global_avg_pool(xs)?.reshape((b, c))?;
         let s = self.fc1.forward(&s)?.silu()?;
         let s = candle_nn::ops::sigmoid(&self.fc2.forward(&s)?)?;
         xs.broadcast_mul(&s.reshape((b, c, 1, 1))?)

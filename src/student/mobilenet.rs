@@ -15,15 +15,15 @@
 //!   head (`classifier.0` is the dropout, p = 0.2, applied only when training). ReLU6.
 //!
 //! The small stem (28–64 px images) makes the first conv stride 1; every other layer is
-//! unchanged. Depthwise convs run through [`super::pool::depthwise_conv2d`].
+//! unchanged. Depthwise convs run on our direct depthwise kernel (`crate::kernels::conv2d`).
 
 use crate::kernels::BatchNorm;
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{BatchNormConfig, Linear, VarBuilder};
 
 use super::{
-    batch_norm, pool, Act, Block, Conv, ConvBnAct, ConvShape, Pass, PooledNet, ResolvedStem,
-    Student,
+    batch_norm, global_avg_pool, Act, Block, Conv, ConvBnAct, ConvShape, Pass, PooledNet,
+    ResolvedStem, Student,
 };
 
 fn stem_stride(stem: ResolvedStem) -> usize {
@@ -83,7 +83,7 @@ impl Student for MobileNetV1 {
         for layer in &self.layers {
             xs = layer.forward_t(&xs, train)?;
         }
-        pool::adaptive_avg_pool_1x1(&xs)?.flatten_from(1)
+        global_avg_pool(&xs)?.flatten_from(1)
     }
 
     fn head(&self, feats: &Tensor) -> candle_core::Result<Tensor> {

@@ -26,7 +26,6 @@
 pub mod cnn;
 pub mod efficientnet;
 pub mod mobilenet;
-pub mod pool;
 pub mod resnet;
 
 use std::fmt;
@@ -337,7 +336,7 @@ impl<B: Block> Student for PooledNet<B> {
 
 /// Global average pool, then dropout `p` while training.
 fn pooled_features(xs: &Tensor, p: f32, pass: Pass) -> candle_core::Result<Tensor> {
-    let feats = pool::adaptive_avg_pool_1x1(xs)?.flatten_from(1)?;
+    let feats = global_avg_pool(xs)?.flatten_from(1)?;
     match pass {
         Pass::Train { seed } => dropout(&feats, p, seed),
         Pass::Eval => Ok(feats),
@@ -384,8 +383,15 @@ impl Act {
     }
 }
 
-/// A bias-free convolution; depthwise ones (groups == channels) go through
-/// [`pool::depthwise_conv2d`] because candle runs a grouped conv as one conv per group.
+/// Global average pool, torchvision's `AdaptiveAvgPool2d(1)`: `[N, C, H, W]` → `[N, C, 1, 1]`
+/// (kept 4-D because squeeze-excitation multiplies it back onto the feature map).
+pub(crate) fn global_avg_pool(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.mean_keepdim((2, 3))
+}
+
+/// A bias-free convolution; depthwise ones (groups == channels) keep their own weight shape and
+/// go to our direct depthwise kernel through [`crate::kernels::conv2d`] (candle would run a
+/// grouped conv as one conv per group).
 #[derive(Clone, Debug)]
 pub(crate) enum Conv {
     Dense(crate::kernels::Conv2d),
@@ -519,7 +525,7 @@ pub(crate) mod tests {
         }
         let err = "resnet-18".parse::<Arch>().unwrap_err();
         assert_eq!(err.exit_code(), 2);
-        assert!(err.to_string().contains("resnet18"), "{err}");
+        assert!(err.report().contains("resnet18"), "{err}");
     }
 
     #[test]
@@ -567,7 +573,7 @@ pub(crate) mod tests {
             Ok(_) => panic!("{spec:?} at {image_size} px should be rejected"),
             Err(e) => {
                 assert_eq!(e.exit_code(), 2, "{e}");
-                e.to_string()
+                e.report()
             }
         }
     }

@@ -4,7 +4,7 @@
 //! `layer{1..4}.{i}.conv{1,2,3}` / `.bn{1,2,3}`, `layer{i}.0.downsample.{0,1}`, `fc`.
 //!
 //! The ImageNet stem is conv 7×7/2 + BN + ReLU + max-pool 3×3/2 pad 1 (that pool is why
-//! [`pool::max_pool2d`] exists: candle's own has no backward when kernel ≠ stride). The small
+//! [`crate::kernels::max_pool2d`] exists: candle's own has no backward when kernel ≠ stride). The small
 //! stem for 28–64 px images is the CIFAR ResNets' conv 3×3/1 + BN + ReLU and no pool; it keeps
 //! the name `conv1` (its weight is `[64, C, 3, 3]` instead of `[64, C, 7, 7]`).
 
@@ -12,7 +12,7 @@ use crate::kernels::{BatchNorm, Conv2d};
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{Conv2dConfig, Linear, VarBuilder};
 
-use super::{batch_norm, pool, Pass, ResolvedStem, Student};
+use super::{batch_norm, global_avg_pool, Pass, ResolvedStem, Student};
 
 fn conv(
     c_in: usize,
@@ -201,7 +201,7 @@ impl Student for ResNet {
         for block in &self.layers {
             xs = block.forward_t(&xs, train)?;
         }
-        pool::adaptive_avg_pool_1x1(&xs)?.flatten_from(1)
+        global_avg_pool(&xs)?.flatten_from(1)
     }
 
     fn head(&self, feats: &Tensor) -> candle_core::Result<Tensor> {
