@@ -12,7 +12,8 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad user input: a file, a config value, a dataset, a score store. Exit code 2.
-    #[error("{at}: {what}\nhint: {hint}")]
+    // The hint is not part of the message: `main` prints it last, after the whole error chain.
+    #[error("{at}: {what}")]
     Input {
         what: String,
         at: String,
@@ -25,7 +26,7 @@ pub enum Error {
     Io { path: String, error: std::io::Error },
 
     /// A remote server (LLM endpoint) failed in a way retries cannot heal.
-    #[error("{endpoint}: {what}\nhint: {hint}")]
+    #[error("{endpoint}: {what}")]
     Remote {
         endpoint: String,
         what: String,
@@ -36,7 +37,7 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 
     /// A bug in makd (a panic caught at a thread boundary, a broken invariant). Exit code 1.
-    #[error("internal error: {what}\nhint: this is a bug in makd; please report it with the command that triggered it")]
+    #[error("internal error: {what}")]
     Internal { what: String },
 
     /// The run was interrupted (Ctrl-C); everything done so far is saved.
@@ -47,6 +48,26 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// How to fix it, printed after the error (`hint: …`); `None` where there is nothing to add.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            Error::Input { hint, .. } | Error::Remote { hint, .. } => Some(hint),
+            Error::Internal { .. } => {
+                Some("this is a bug in makd: please report it with the command that triggered it")
+            }
+            Error::Io { .. } | Error::Candle(_) | Error::Interrupted => None,
+        }
+    }
+
+    /// The message and, on its own line, the hint: for places that hand an error on as text
+    /// (a command-line value parser).
+    pub fn report(&self) -> String {
+        match self.hint() {
+            Some(h) => format!("{self}\nhint: {h}"),
+            None => self.to_string(),
+        }
+    }
+
     /// Exit code for the binary: 2 for anything the user can fix, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
@@ -57,7 +78,7 @@ impl Error {
     }
 }
 
-/// A user-input error: `what` failed `at` a place; `hint` says how to fix it.
+/// A user-input error: `what` failed `at` a place; `hint` says how to fix it (shown last).
 pub fn input(what: impl Into<String>, at: impl Into<String>, hint: impl Into<String>) -> Error {
     Error::Input {
         what: what.into(),

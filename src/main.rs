@@ -12,11 +12,12 @@ fn main() {
     }
     let args = cli::Cli::parse();
     if let Err(err) = cli::run(args) {
+        // uv's layout: the error chain, then the hint on its own line, last.
         eprintln!("error: {err:#}");
-        let code = err
-            .downcast_ref::<makd::Error>()
-            .map(|e| e.exit_code())
-            .unwrap_or(1);
-        std::process::exit(code);
+        let ours = err.chain().find_map(|e| e.downcast_ref::<makd::Error>());
+        if let Some(hint) = ours.and_then(makd::Error::hint) {
+            eprintln!("hint: {hint}");
+        }
+        std::process::exit(ours.map_or(1, makd::Error::exit_code));
     }
 }

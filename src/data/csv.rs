@@ -261,7 +261,7 @@ mod tests {
 
     fn input_msg(e: Error) -> String {
         match e {
-            Error::Input { .. } => e.to_string(),
+            Error::Input { .. } => e.report(),
             other => panic!("expected Error::Input, got {other:?}"),
         }
     }

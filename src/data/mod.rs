@@ -348,8 +348,8 @@ mod tests {
             let e = bad.parse::<DatasetSpec>().unwrap_err();
             assert!(matches!(e, Error::Input { .. }));
             assert!(
-                e.to_string()
-                    .contains("hint: use one of: fashion-mnist, fashion-mnist:DIR"),
+                e.hint()
+                    .is_some_and(|h| h.contains("use one of: fashion-mnist, fashion-mnist:DIR")),
                 "{e}"
             );
         }
