@@ -8,6 +8,16 @@ use std::path::Path;
 /// Write `bytes` to `path` atomically: a temp file in the same directory, fsync, rename.
 /// A crash leaves either the old file or the new one, never a torn one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// Stream a file into place atomically, as [`write_atomic`] does: `write` fills a buffered temp
+/// file (so a large matrix never needs a second copy in memory), which is then fsync'd and
+/// renamed over `path`.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -19,8 +29,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     {
-        let mut f = std::fs::File::create(&tmp).at(&tmp)?;
-        f.write_all(bytes).at(&tmp)?;
+        let f = std::fs::File::create(&tmp).at(&tmp)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        write(&mut w).at(&tmp)?;
+        let f = w.into_inner().map_err(|e| e.into_error()).at(&tmp)?;
         f.sync_all().at(&tmp)?;
     }
     std::fs::rename(&tmp, path).at(path)?;

@@ -13,7 +13,7 @@
 use crate::aspects::{AspectSet, Question};
 use crate::data::Dataset;
 use crate::error::{input, Error, Result};
-use crate::scores::{self, Manifest, ScoreWriter, StoreSummary};
+use crate::scores::{self, Manifest, ScoreWriter, Shard, StoreSummary};
 use crate::teacher::{Mode, Score, Subject, Teacher};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -27,7 +27,7 @@ pub struct LabelJob {
     /// The score store directory (created or resumed).
     pub out: PathBuf,
     /// `(i, n)`: label only the images with `index % n == i` (0-based i).
-    pub shard: Option<(usize, usize)>,
+    pub shard: Option<Shard>,
     /// Label only the first N images of the (sharded) list; the rest stay never scored.
     pub limit: Option<usize>,
     pub mode: Mode,
@@ -65,15 +65,6 @@ pub fn run(job: LabelJob) -> Result<StoreSummary> {
             "use the aspects.json made for this dataset's classes, in label order (`makd aspects`)",
         ));
     }
-    if let Some((i, n)) = job.shard {
-        if n == 0 || i >= n {
-            return Err(input(
-                format!("invalid shard {i}/{n}"),
-                "--shard",
-                "a shard is i/n with 0 <= i < n, e.g. --shard 0/4",
-            ));
-        }
-    }
     let mut teacher_info = job.teacher.info();
     teacher_info.mode = job.mode;
     let manifest = Manifest {
@@ -84,12 +75,12 @@ pub fn run(job: LabelJob) -> Result<StoreSummary> {
         aspect_hash: job.aspects.hash.clone(),
         question_ids: job.aspects.ids(),
         teacher: teacher_info,
-        shard: job.shard.map(|(i, n)| [i, n]),
+        shard: job.shard,
     };
     let mut writer = ScoreWriter::open(&job.out, manifest)?;
 
     let images: Vec<usize> = (0..data.len())
-        .filter(|&i| job.shard.is_none_or(|(s, n)| i % n == s))
+        .filter(|&i| job.shard.is_none_or(|s| s.owns(i)))
         .take(job.limit.unwrap_or(usize::MAX))
         .collect();
     let num_q = job.aspects.len();
@@ -592,13 +583,13 @@ mod tests {
             Wrap::new(TableTeacher::load(&table, &a).unwrap(), 2, None),
             Mode::Image,
         );
-        j.shard = Some((1, 3));
+        j.shard = Some(Shard::new(1, 3).unwrap());
         j.limit = Some(2);
         let sum = run(j).unwrap();
         // Shard 1/3 is images 1, 4, 7, ...; the limit keeps 1 and 4.
         assert_eq!(sum.never_scored, (N - 2) * 4);
         let s = ScoreStore::open(&out).unwrap();
-        assert_eq!(s.manifest.shard, Some([1, 3]));
+        assert_eq!(s.manifest.shard, Some(Shard::new(1, 3).unwrap()));
         assert_eq!(s.status_row(4)[0], STATUS_OK);
         assert_eq!(s.status_row(7)[0], STATUS_MISSING);
         // Three full shards merge into the unsharded store.
@@ -617,7 +608,7 @@ mod tests {
                 Wrap::new(TableTeacher::load(&table, &a).unwrap(), 2, None),
                 Mode::Image,
             );
-            j.shard = Some((i, 3));
+            j.shard = Some(Shard::new(i, 3).unwrap());
             run(j).unwrap();
             dirs.push(d);
         }
@@ -627,14 +618,8 @@ mod tests {
         let r = ScoreStore::open(&reference).unwrap();
         same_matrix(&m, &r);
         assert_eq!(m.manifest, r.manifest);
-        // A bad shard spec is an input error.
-        let mut j = job(
-            &out,
-            Wrap::new(TableTeacher::load(&table, &a).unwrap(), 1, None),
-            Mode::Image,
-        );
-        j.shard = Some((3, 3));
-        assert!(matches!(run(j).err().unwrap(), Error::Input { .. }));
+        // A bad shard spec is an input error (now refused where a Shard is made).
+        assert!(matches!(Shard::new(3, 3), Err(Error::Input { .. })));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! or nearly duplicates one already kept. A step that yields too little is asked again, up to a
 //! bounded number of rounds, and then fails with a clear error instead of writing a short set.
 
-use crate::aspects::{check_question, AspectSet, Provenance, Question};
+use super::set::{check_question, guess_kind, AspectSet, Provenance, Question, KINDS};
 use crate::error::{Error, Result};
 use crate::llm::client::Client;
 use crate::llm::logprobs;
@@ -54,16 +54,6 @@ pub struct Candidate {
     pub text: String,
     pub kind: String,
 }
-
-pub const KINDS: [&str; 7] = [
-    "visual",
-    "shape",
-    "part",
-    "material",
-    "environment",
-    "function",
-    "abstract",
-];
 
 const JSON_ASK: &str = "Answer with only a JSON array of objects {\"question\": \"...\", \"kind\": \"...\"} where kind is one of visual, shape, part, material, environment, function, abstract.";
 
@@ -113,62 +103,6 @@ pub fn is_yes_no_question(text: &str) -> std::result::Result<(), String> {
 fn known_kind(s: &str) -> Option<&'static str> {
     let l = s.trim().to_lowercase();
     KINDS.iter().copied().find(|k| *k == l)
-}
-
-/// A kind from the question's words, for models that did not give one.
-pub fn guess_kind(text: &str) -> &'static str {
-    let t = format!(" {} ", text.to_lowercase());
-    let has = |ws: &[&str]| ws.iter().any(|w| t.contains(w));
-    if has(&[
-        " made of ",
-        "material",
-        "leather",
-        "fabric",
-        "metal",
-        "wood",
-        "plastic",
-        "cotton",
-        "wool",
-        "rubber",
-    ]) {
-        "material"
-    } else if has(&[
-        " wheel", " wing", " leg", "handle", "sleeve", "collar", "button", "zip", " lace", "strap",
-        " heel", " sole", "pocket", " tail", " hood", " part",
-    ]) {
-        "part"
-    } else if has(&[
-        "shape",
-        " round",
-        "square",
-        "rectangular",
-        " long",
-        " short",
-        " thin",
-        " flat",
-        "curved",
-        " tall",
-        "symmetr",
-    ]) {
-        "shape"
-    } else if has(&[
-        "outdoor",
-        "indoor",
-        "water",
-        " sky",
-        " road",
-        "background",
-        "environment",
-        "found in",
-    ]) {
-        "environment"
-    } else if has(&[
-        "used for", " worn", " wear", "carry", " hold", "used to", "function",
-    ]) {
-        "function"
-    } else {
-        "visual"
-    }
 }
 
 fn candidate_from_json(v: &Value) -> Option<Candidate> {

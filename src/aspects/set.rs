@@ -1,8 +1,4 @@
-//! The aspect set: the yes/no questions a teacher answers about every image (`aspects.json`).
-//!
-//! The file records how the questions were made (model, prompts, N generated, Q selected) and a
-//! content hash over the class list and the questions; a score store records that hash, and
-//! training refuses a store whose hash differs from the aspect set it is given.
+//! The aspect set file (`aspects.json`): classes, questions, provenance and content hash.
 
 use crate::error::{input, Result};
 use crate::files;
@@ -10,6 +6,73 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The kinds of aspect a question may be about.
+pub const KINDS: [&str; 7] = [
+    "visual",
+    "shape",
+    "part",
+    "material",
+    "environment",
+    "function",
+    "abstract",
+];
+
+/// A kind from the question's words, for models that did not give one.
+pub fn guess_kind(text: &str) -> &'static str {
+    let t = format!(" {} ", text.to_lowercase());
+    let has = |ws: &[&str]| ws.iter().any(|w| t.contains(w));
+    if has(&[
+        " made of ",
+        "material",
+        "leather",
+        "fabric",
+        "metal",
+        "wood",
+        "plastic",
+        "cotton",
+        "wool",
+        "rubber",
+    ]) {
+        "material"
+    } else if has(&[
+        " wheel", " wing", " leg", "handle", "sleeve", "collar", "button", "zip", " lace", "strap",
+        " heel", " sole", "pocket", " tail", " hood", " part",
+    ]) {
+        "part"
+    } else if has(&[
+        "shape",
+        " round",
+        "square",
+        "rectangular",
+        " long",
+        " short",
+        " thin",
+        " flat",
+        "curved",
+        " tall",
+        "symmetr",
+    ]) {
+        "shape"
+    } else if has(&[
+        "outdoor",
+        "indoor",
+        "water",
+        " sky",
+        " road",
+        "background",
+        "environment",
+        "found in",
+    ]) {
+        "environment"
+    } else if has(&[
+        "used for", " worn", " wear", "carry", " hold", "used to", "function",
+    ]) {
+        "function"
+    } else {
+        "visual"
+    }
+}
 
 /// One yes/no question about an aspect of the object.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,14 +1,11 @@
 //! `makd aspects generate | import`: make the aspect set (`aspects.json`).
 
-use super::openai_args::OpenAiArgs;
+use super::openai_args::ServerArgs;
 use clap::Subcommand;
-use makd::aspects::{check_question, AspectSet, Provenance, Question};
-use makd::error::input;
-use makd::llm::aspects_gen::{self, GenerateOptions, KINDS};
-use makd::llm::client::{Client, ClientOptions};
-use makd::teacher::Mode;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use makd::aspects::generate::{self, GenerateOptions};
+use makd::aspects::import::{read_classes, read_questions};
+use makd::aspects::{AspectSet, Provenance};
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -51,7 +48,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 8192)]
     max_tokens: u32,
     #[command(flatten)]
-    openai: Box<OpenAiArgs>,
+    server: Box<ServerArgs>,
     /// Where to write the aspect set.
     #[arg(short, long)]
     out: PathBuf,
@@ -74,118 +71,6 @@ pub struct ImportArgs {
     out: PathBuf,
 }
 
-/// Class names from a file (one per line) or a comma-separated list.
-pub fn read_classes(spec: &str) -> makd::Result<Vec<String>> {
-    let path = Path::new(spec);
-    let classes: Vec<String> = if path.is_file() {
-        std::fs::read_to_string(path)
-            .map_err(|e| makd::error::io(path, e))?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_string)
-            .collect()
-    } else if spec.contains(',') {
-        spec.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect()
-    } else {
-        return Err(input(
-            format!("{spec:?} is neither a file nor a comma-separated list"),
-            "--classes",
-            "give a file with one class per line, or a list like 'cat,dog,bird'",
-        ));
-    };
-    if classes.is_empty() {
-        return Err(input(
-            "no class names",
-            "--classes",
-            "list at least one class",
-        ));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for c in &classes {
-        if !seen.insert(c) {
-            return Err(input(
-                format!("class {c:?} is listed twice"),
-                format!("--classes {spec}"),
-                "class names must be unique",
-            ));
-        }
-    }
-    Ok(classes)
-}
-
-/// Questions from a hand-written text file; errors name the line.
-pub fn read_questions(path: &Path) -> makd::Result<Vec<Question>> {
-    let text = std::fs::read_to_string(path).map_err(|e| makd::error::io(path, e))?;
-    let mut texts: Vec<(String, String)> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let at = format!("{}:{}", path.display(), i + 1);
-        let mut t = line.trim();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        t = t.trim_start_matches(['-', '*', '•']).trim_start();
-        let d = t.chars().take_while(|c| c.is_ascii_digit()).count();
-        if d > 0 && t[d..].starts_with(['.', ')']) {
-            t = t[d + 1..].trim_start();
-        }
-        let mut kind = String::new();
-        if let Some(rest) = t.strip_prefix('[') {
-            let close = rest.find(']').ok_or_else(|| {
-                input(
-                    "`[` without `]`",
-                    &at,
-                    "write `[kind] question?` or just the question",
-                )
-            })?;
-            let k = rest[..close].trim().to_lowercase();
-            if !KINDS.contains(&k.as_str()) {
-                return Err(input(
-                    format!("unknown kind {k:?}"),
-                    &at,
-                    format!("kinds: {}", KINDS.join(", ")),
-                ));
-            }
-            kind = k;
-            t = rest[close + 1..].trim();
-        }
-        check_question(t)
-            .map_err(|why| input(why, &at, "write one yes/no question ending in '?' per line"))?;
-        if let Some(j) = texts.iter().position(|(q, _)| q.eq_ignore_ascii_case(t)) {
-            return Err(input(
-                format!("duplicate of question {} ", j + 1),
-                &at,
-                "remove the repeated line",
-            ));
-        }
-        if kind.is_empty() {
-            kind = aspects_gen::guess_kind(t).to_string();
-        }
-        texts.push((t.to_string(), kind));
-    }
-    if texts.is_empty() {
-        return Err(input(
-            "no questions found",
-            path.display().to_string(),
-            "write one yes/no question per line",
-        ));
-    }
-    let width = texts.len().to_string().len().max(2);
-    Ok(texts
-        .into_iter()
-        .enumerate()
-        .map(|(i, (text, kind))| Question {
-            id: format!("q{:0width$}", i + 1),
-            text,
-            kind,
-        })
-        .collect())
-}
-
 /// Class names (and the number of training images, when a dataset gives them).
 fn class_list(
     classes: &Option<String>,
@@ -203,16 +88,7 @@ fn class_list(
 
 fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     let (classes, n_images) = class_list(&a.classes, &a.dataset)?;
-    let o = a.openai.options(Mode::Class);
-    let client = Client::new(
-        &o.endpoints,
-        ClientOptions {
-            timeout: o.timeout.max(Duration::from_secs(1)),
-            max_attempts: o.max_attempts,
-            backoff_base: o.backoff_base,
-            ..Default::default()
-        },
-    )?;
+    let client = a.server.client()?;
     eprintln!(
         "asking {} for {} questions about {} classes, then to select {}…",
         client.endpoints().join(", "),
@@ -220,14 +96,14 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
         classes.len(),
         a.q
     );
-    let set = aspects_gen::generate(
+    let set = generate::generate(
         &client,
         &GenerateOptions {
             classes,
             n_images: a.images.or(n_images),
             n: a.n,
             q: a.q,
-            model: o.model,
+            model: a.server.model.clone().unwrap_or_default(),
             max_rounds: a.rounds,
             temperature: a.temperature,
             max_tokens: a.max_tokens,

@@ -8,7 +8,8 @@
 //!     bookkeeping.
 //! Prints pairs/s for each and the ratios (b)/(a) and (b)/(c).
 
-use super::openai_args::OpenAiArgs;
+use super::openai_args::{OpenAiArgs, PromptArgs};
+use super::teacher_args::ModeArg;
 use makd::aspects::{AspectSet, Question};
 use makd::data::{RawImage, Sample};
 use makd::llm::logprobs;
@@ -23,12 +24,14 @@ use std::time::Instant;
 pub struct Args {
     #[command(flatten)]
     openai: Box<OpenAiArgs>,
+    #[command(flatten)]
+    prompt: PromptArgs,
     /// Aspect set whose questions (and classes) are asked [default: 8 built-in questions].
     #[arg(long)]
     aspects: Option<std::path::PathBuf>,
     /// `class` (text-only: one prompt per class and question) or `image` (synthetic images).
-    #[arg(long, default_value = "class")]
-    mode: String,
+    #[arg(long, value_enum, default_value_t = ModeArg::Class)]
+    mode: ModeArg,
     /// Pairs scored by each pattern.
     #[arg(long, default_value_t = 80)]
     pairs: usize,
@@ -114,11 +117,7 @@ fn pool(n: usize, threads: usize, work: impl Fn(usize) -> bool + Sync) -> (f64, 
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let mode = match a.mode.as_str() {
-        "class" => Mode::Class,
-        "image" => Mode::Image,
-        other => anyhow::bail!("--mode {other:?}: expected `class` or `image`"),
-    };
+    let mode = Mode::from(a.mode);
     let (classes, questions): (Vec<String>, Vec<Question>) = match &a.aspects {
         Some(p) => {
             let set = AspectSet::load(p)?;
@@ -143,7 +142,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let qn = questions.len();
     let groups = a.pairs.div_ceil(qn).max(1);
     let pairs = groups * qn;
-    let opts = a.openai.options(mode);
+    let opts = a.openai.options(mode, &a.prompt);
     let teacher = OpenAiTeacher::new(&opts)?;
     let images: Vec<Sample> = match mode {
         Mode::Image => (0..groups).map(|i| synthetic(i, a.image_size)).collect(),
@@ -253,7 +252,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let out = json!({
             "endpoints": client.endpoints(),
             "model": teacher.info().model,
-            "mode": a.mode,
+            "mode": mode.to_string(),
             "api": teacher.info().extra["api"],
             "questions": qn,
             "groups": groups,

@@ -6,6 +6,7 @@
 //! timed on the first `--unshared` questions only (its cost per pair does not depend on Q), and
 //! its log-probabilities are compared with the shared path's as a check.
 
+use super::teacher_args::DtypeArg;
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, IndexOp};
 use makd::data::RawImage;
@@ -29,11 +30,20 @@ const PREPROCESSOR: &str = r#"{"patch_size": 16, "merge_size": 2, "temporal_patc
   "do_resize": true, "do_rescale": true, "do_normalize": true, "do_convert_rgb": true,
   "size": {"longest_edge": 16777216, "shortest_edge": 65536}}"#;
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// Qwen3-VL-2B: 1.7B text, 0.4B vision.
+    #[value(name = "2b")]
+    TwoB,
+    /// A smoke test.
+    Tiny,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Model shape: `2b` (Qwen3-VL-2B: 1.7B text, 0.4B vision) or `tiny` (a smoke test).
-    #[arg(long, default_value = "2b")]
-    shape: String,
+    #[arg(long, value_enum, default_value = "2b")]
+    shape: Shape,
     /// A Qwen3-VL config.json whose shape to use instead of --shape (weights stay random).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -50,8 +60,8 @@ pub struct Args {
     #[arg(long, default_value = "448x448", value_parser = parse_size)]
     image: (u32, u32),
     /// `f32` or `bf16`.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    dtype: DtypeArg,
     /// The machine's peak f32 GFLOP/s for the utilisation figure [default: measured, a
     /// register-only AVX-512 FMA loop on one thread × the logical CPUs].
     #[arg(long)]
@@ -70,50 +80,29 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
     Ok((p(w)?, p(h)?))
 }
 
-/// FLOPs of a text prefill of `t` new tokens attending to `past` earlier ones (matmuls only).
-fn text_flops(c: &Qwen3VlConfig, t: usize, past: usize, rows_out: usize) -> f64 {
-    let h = c.hidden_size as f64;
-    let q = (c.num_attention_heads * c.head_dim) as f64;
-    let kv = (c.num_key_value_heads * c.head_dim) as f64;
-    let per_tok = 2.0 * (h * (q + 2.0 * kv) + q * h + 3.0 * h * c.intermediate_size as f64);
-    let ctx = past as f64 + (t as f64 + 1.0) / 2.0;
-    let attn = 4.0 * q * ctx;
-    let layers = c.num_hidden_layers as f64;
-    t as f64 * layers * (per_tok + attn) + 2.0 * h * c.vocab_size as f64 * rows_out as f64
-}
-
-fn vision_flops(c: &Qwen3VlConfig, n: usize) -> f64 {
-    let v = &c.vision;
-    let (vh, n) = (v.hidden_size as f64, n as f64);
-    let k = (v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size) as f64;
-    let block =
-        2.0 * n * (4.0 * vh * vh + 2.0 * vh * v.intermediate_size as f64) + 4.0 * n * n * vh;
-    let m = vh * (v.spatial_merge_size * v.spatial_merge_size) as f64;
-    let merger = 2.0 * (n / 4.0) * (m * m + m * v.out_hidden_size as f64);
-    2.0 * n * k * vh
-        + v.depth as f64 * block
-        + (1 + v.deepstack_visual_indexes.len()) as f64 * merger
-}
-
 pub fn run(a: Args) -> Result<()> {
     ensure!(
         a.questions >= 1 && a.unshared >= 1,
         "--questions and --unshared must be >= 1"
     );
-    let dtype = match a.dtype.as_str() {
-        "f32" => DType::F32,
-        "bf16" => DType::BF16,
-        d => anyhow::bail!("--dtype {d}: expected f32 or bf16"),
-    };
+    let dtype = DType::from(a.dtype);
     let tokenizer = match &a.tokenizer {
         Some(p) => Tokenizer::from_hf_json(p)?,
         None => Tokenizer::from_hf_str(TOKENIZER, "the parity fixture's tokenizer.json")?,
     };
-    let mut cfg = match (&a.config, a.shape.as_str()) {
+    let mut cfg = match (&a.config, a.shape) {
         (Some(p), _) => Qwen3VlConfig::from_file(p)?,
-        (None, "2b") => Qwen3VlConfig::qwen3_vl_2b(),
-        (None, "tiny") => Qwen3VlConfig::tiny(),
-        (None, s) => anyhow::bail!("--shape {s}: expected 2b or tiny"),
+        (None, Shape::TwoB) => Qwen3VlConfig::qwen3_vl_2b(),
+        (None, Shape::Tiny) => Qwen3VlConfig::tiny(),
+    };
+    let shape_name = match (&a.config, a.shape) {
+        (Some(_), _) => "config",
+        (None, Shape::TwoB) => "2b",
+        (None, Shape::Tiny) => "tiny",
+    };
+    let dtype_name = match a.dtype {
+        DtypeArg::F32 => "f32",
+        DtypeArg::Bf16 => "bf16",
     };
     // The placeholder ids must be the tokenizer's.
     let id = |s: &str| {
@@ -217,7 +206,7 @@ pub fn run(a: Args) -> Result<()> {
     let shared_pps = qs.len() as f64 / shared_s;
     let unshared_pps = k as f64 / unshared_s;
     let unshared_text_pps = k as f64 / unshared_text_s;
-    let prefill_flops = vision_flops(&cfg, n_patches) + text_flops(&cfg, p, 0, 1);
+    let prefill_flops = cfg.vision_flops(n_patches) + cfg.text_flops(p, 0, 1);
     let prefill_s = vision_s + prefix_s;
     let prefill_tps = p as f64 / prefix_s;
     let achieved = prefill_flops / prefill_s / 1e9;
@@ -225,17 +214,17 @@ pub fn run(a: Args) -> Result<()> {
         .peak_gflops
         .or_else(makd::kernels::peak::machine_peak_gflops);
     let suffix_gflops =
-        text_flops(&cfg, suffix_tokens / qs.len(), p, 1) * qs.len() as f64 / suffix_s / 1e9;
+        cfg.text_flops(suffix_tokens / qs.len(), p, 1) * qs.len() as f64 / suffix_s / 1e9;
     // The work each path does per pair, by the same count: the ratio prefix sharing can give.
     let mean_suffix = suffix_tokens as f64 / qs.len() as f64;
-    let vision_f = vision_flops(&cfg, n_patches);
-    let shared_pair_flops = (vision_f + text_flops(&cfg, p, 0, 0)) / qs.len() as f64
-        + text_flops(&cfg, mean_suffix.round() as usize, p, 1);
-    let unshared_pair_flops = vision_f + text_flops(&cfg, p + mean_suffix.round() as usize, 0, 1);
+    let vision_f = cfg.vision_flops(n_patches);
+    let shared_pair_flops = (vision_f + cfg.text_flops(p, 0, 0)) / qs.len() as f64
+        + cfg.text_flops(mean_suffix.round() as usize, p, 1);
+    let unshared_pair_flops = vision_f + cfg.text_flops(p + mean_suffix.round() as usize, 0, 1);
     let flop_ratio = unshared_pair_flops / shared_pair_flops;
     let out = serde_json::json!({
-        "shape": if a.config.is_some() { "config" } else { a.shape.as_str() },
-        "dtype": a.dtype,
+        "shape": shape_name,
+        "dtype": dtype_name,
         "text_params": text_params, "vision_params": vision_params,
         "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "image": format!("{w}x{h}"), "grid_thw": grid, "patches": n_patches, "image_tokens": img_tokens,
@@ -264,7 +253,7 @@ pub fn run(a: Args) -> Result<()> {
             out["shape"].as_str().unwrap_or(""),
             text_params as f64 / 1e9,
             vision_params as f64 / 1e9,
-            a.dtype,
+            dtype_name,
             n_patches,
             img_tokens
         );

@@ -2,7 +2,7 @@
 //! 50-question aspect set, a teacher answering in class mode, then baseline / MaKD / random-target
 //! students over several seeds, and the report.
 
-use super::openai_args::OpenAiArgs;
+use super::openai_args::{OpenAiArgs, PromptArgs};
 use anyhow::Result;
 use makd::aspects::AspectSet;
 use makd::data::{self, Dataset, Split};
@@ -36,6 +36,8 @@ pub struct Args {
     /// 270M and passes its URL). A real MLLM behind vLLM works the same way.
     #[command(flatten)]
     openai: OpenAiArgs,
+    #[command(flatten)]
+    prompt: PromptArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -49,7 +51,7 @@ pub fn run(args: Args) -> Result<()> {
     let test = data::open(&spec, Split::Test)?;
 
     let (teacher, weak_note): (Arc<dyn Teacher>, String) = if args.table_teacher
-        || args.openai.endpoints.is_empty()
+        || args.openai.server.endpoints.is_empty()
     {
         if !args.table_teacher {
             eprintln!("no --endpoint given: using the shipped hand-written per-class answers as the teacher (scripts/demo starts a local LLM)");
@@ -61,9 +63,9 @@ pub fn run(args: Args) -> Result<()> {
             "Teacher: hand-written per-class answers (examples/fashion-mnist/aspect_table.csv), a stand-in for an MLLM: it knows each class, not each image.".into(),
         )
     } else {
-        let model = args.openai.model.clone().unwrap_or_default();
+        let model = args.openai.server.model.clone().unwrap_or_default();
         (
-            Arc::from(makd::teacher::openai::build(&args.openai.options(Mode::Class))?),
+            Arc::from(makd::teacher::openai::build(&args.openai.options(Mode::Class, &args.prompt))?),
             format!(
                 "Teacher: `{model}` answering in class mode (one answer per class and question, broadcast to its images). \
                  A text-only model this small is a weak teacher: it proves the mechanics, not the method. \

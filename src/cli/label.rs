@@ -1,13 +1,13 @@
 //! `makd label`: score every (image, question) pair with a teacher into a score store, and
 //! `makd label merge`: join the stores of a `--shard i/n` run.
 
-use super::openai_args::OpenAiArgs;
+use super::teacher_args::{ModeArg, TeacherArgs};
 use anyhow::Context;
 use makd::aspects::AspectSet;
 use makd::data::Dataset;
 use makd::label::{self, LabelJob};
-use makd::teacher::table::TableTeacher;
-use makd::teacher::{Mode, Teacher};
+use makd::scores::Shard;
+use makd::teacher::Mode;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -41,17 +41,6 @@ struct RunArgs {
     #[arg(long, value_name = "FILE", required = true)]
     aspects: Option<PathBuf>,
 
-    /// Who answers: `table` (an annotation file, --table), `openai` (an OpenAI-compatible
-    /// server with logprobs, --endpoint/--model), `native` (a local Qwen3-VL folder,
-    /// --model-dir) or `text` (a local GGUF LLM, --model FILE.gguf, with --mode class).
-    #[arg(long, value_enum, required = true)]
-    backend: Option<Backend>,
-
-    /// Annotation file for `--backend table`: CSV with header `class,<question id>,...` or
-    /// `image_id,<question id>,...`, or JSON {"classes"|"images": {...}}; values P(yes) in [0, 1].
-    #[arg(long, value_name = "FILE", required_if_eq("backend", "table"))]
-    table: Option<PathBuf>,
-
     /// Score store directory: created, or resumed when it exists (it must have been made with the
     /// same dataset, aspect set and teacher).
     #[arg(long, value_name = "DIR", required = true)]
@@ -65,40 +54,15 @@ struct RunArgs {
     /// Label only images with index % n == i (0-based i), e.g. `--shard 0/4` on the first of four
     /// machines; merge the shard stores with `makd label merge`.
     #[arg(long, value_name = "i/n", value_parser = parse_shard)]
-    shard: Option<(usize, usize)>,
+    shard: Option<Shard>,
 
     /// Label only the first N images (of the shard) for a quick trial; the rest stay unscored and
     /// a later run without --limit (or with a larger one) continues.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
 
-    /// Hugging Face Qwen3-VL folder for `--backend native`: config.json, tokenizer.json,
-    /// preprocessor_config.json and *.safetensors (see the README for fetching one).
-    #[arg(long, value_name = "DIR", required_if_eq("backend", "native"))]
-    model_dir: Option<PathBuf>,
-
-    /// Compute type of `--backend native`: `f32`, or `bf16` for half the memory (slower on most
-    /// CPUs, which lack bf16 matrix units).
-    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
-    dtype: DtypeArg,
-
-    /// A system message for `--backend native` (none by default, like Qwen3-VL's template).
-    #[arg(long)]
-    system: Option<String>,
-
-    /// `--backend native`: questions scored per batch from one shared image prefix (memory
-    /// grows with it; the default takes a whole 50-question aspect set in one batch).
-    #[arg(long, default_value_t = 64)]
-    batch: usize,
-
     #[command(flatten)]
-    openai: OpenAiArgs,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum DtypeArg {
-    F32,
-    Bf16,
+    teacher: TeacherArgs,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -117,40 +81,8 @@ struct MergeArgs {
     out: PathBuf,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum Backend {
-    Table,
-    Openai,
-    /// A text-only GGUF LLM run in-process by candle (Gemma 3, Qwen2, Qwen3); `--model FILE.gguf`,
-    /// class mode only.
-    Text,
-    /// A Qwen3-VL run in-process by candle from a Hugging Face folder (`--model-dir`); the image
-    /// prefix is computed once per image and shared by all questions.
-    Native,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum ModeArg {
-    Image,
-    Class,
-}
-
-fn parse_shard(s: &str) -> Result<(usize, usize), String> {
-    let (i, n) = s
-        .split_once('/')
-        .ok_or_else(|| format!("{s:?} is not i/n (e.g. 0/4)"))?;
-    let i: usize = i
-        .trim()
-        .parse()
-        .map_err(|_| format!("{i:?} is not a shard index"))?;
-    let n: usize = n
-        .trim()
-        .parse()
-        .map_err(|_| format!("{n:?} is not a shard count"))?;
-    if n == 0 || i >= n {
-        return Err(format!("shard {i}/{n}: need 0 <= i < n (i is 0-based)"));
-    }
-    Ok((i, n))
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    s.parse().map_err(|e: makd::Error| e.report())
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -165,75 +97,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let dataset_spec = args.dataset.context("--dataset is required")?;
     let aspects_path = args.aspects.context("--aspects is required")?;
     let out = args.out.context("--out is required")?;
-    let backend = args.backend.context("--backend is required")?;
-    let mode = match args.mode {
-        ModeArg::Image => Mode::Image,
-        ModeArg::Class => Mode::Class,
-    };
-
+    let mode = Mode::from(args.mode);
     let aspects = AspectSet::load(&aspects_path)?;
-    let teacher: Arc<dyn Teacher> = match backend {
-        Backend::Table => {
-            let table = args
-                .table
-                .context("--table FILE is required with --backend table")?;
-            Arc::new(TableTeacher::load(&table, &aspects)?)
-        }
-        Backend::Openai => Arc::from(makd::teacher::openai::build(&args.openai.options(mode))?),
-        Backend::Text => {
-            let model = args
-                .openai
-                .model
-                .clone()
-                .context("--model FILE.gguf is required with --backend text")?;
-            if mode != Mode::Class {
-                return Err(makd::error::input(
-                    "a text-only model cannot see images",
-                    "--backend text",
-                    "add --mode class: each class is asked once and its answers go to every image of the class",
-                )
-                .into());
-            }
-            let mut opts = makd::teacher::native::TextOptions {
-                model: model.into(),
-                prompt_template: args.openai.prompt_template.clone(),
-                ..Default::default()
-            };
-            if !args.openai.yes_tokens.is_empty() {
-                opts.yes_tokens = args.openai.yes_tokens.clone();
-            }
-            if !args.openai.no_tokens.is_empty() {
-                opts.no_tokens = args.openai.no_tokens.clone();
-            }
-            Arc::from(makd::teacher::native::build_text(&opts)?)
-        }
-        Backend::Native => {
-            let dir = args
-                .model_dir
-                .clone()
-                .context("--model-dir DIR is required with --backend native")?;
-            let mut opts = makd::teacher::native::vl::VlOptions {
-                model_dir: dir,
-                dtype: match args.dtype {
-                    DtypeArg::F32 => candle_core::DType::F32,
-                    DtypeArg::Bf16 => candle_core::DType::BF16,
-                },
-                prompt_template: args.openai.prompt_template.clone(),
-                system: args.system.clone(),
-                mode,
-                batch: args.batch.max(1),
-                ..Default::default()
-            };
-            if !args.openai.yes_tokens.is_empty() {
-                opts.yes_tokens = args.openai.yes_tokens.clone();
-            }
-            if !args.openai.no_tokens.is_empty() {
-                opts.no_tokens = args.openai.no_tokens.clone();
-            }
-            eprintln!("loading {}", opts.model_dir.display());
-            Arc::from(makd::teacher::native::vl::build(&opts)?)
-        }
-    };
+    let teacher = makd::teacher::build(&args.teacher.spec(mode)?, &aspects, mode)?;
     let dataset = open_dataset(&dataset_spec, &args.split)?;
     eprintln!(
         "labeling {} with {} questions ({} mode) into {}",
@@ -294,7 +160,7 @@ mod tests {
             "class",
         ])
         .unwrap();
-        assert_eq!(cli.args.run.shard, Some((2, 4)));
+        assert_eq!(cli.args.run.shard, Some(Shard::new(2, 4).unwrap()));
         assert_eq!(cli.args.run.limit, Some(10));
         assert_eq!(cli.args.run.mode, ModeArg::Class);
         assert_eq!(cli.args.run.split, "train");

@@ -13,6 +13,7 @@ mod experiment;
 mod label;
 mod openai_args;
 mod predict;
+mod teacher_args;
 mod train;
 
 use clap::{Parser, Subcommand};

@@ -16,8 +16,10 @@
 //! [`merge`] joins the shards of a `--shard i/n` run.
 
 pub mod log;
+mod shard;
 mod writer;
 
+pub use shard::Shard;
 pub use writer::{write_synthetic_log, ScoreWriter};
 
 use crate::error::{input, IoContext, Result};
@@ -67,8 +69,8 @@ pub struct Manifest {
     /// Column order of the matrix.
     pub question_ids: Vec<String>,
     pub teacher: TeacherInfo,
-    /// `[i, n]`: this store holds the images with `index % n == i` (`--shard i/n`, 0-based i).
-    pub shard: Option<[usize; 2]>,
+    /// Written `[i, n]`: this store holds the images with `index % n == i` (`--shard i/n`).
+    pub shard: Option<Shard>,
 }
 
 impl Manifest {
@@ -82,10 +84,7 @@ impl Manifest {
 
     /// Whether image `i` belongs to this store's shard.
     pub fn owns(&self, image: usize) -> bool {
-        match self.shard {
-            Some([i, n]) => image % n == i,
-            None => true,
-        }
+        self.shard.is_none_or(|s| s.owns(image))
     }
 
     fn validate(&self, at: &str) -> Result<()> {
@@ -116,15 +115,6 @@ impl Manifest {
                 at,
                 "split the dataset into several stores",
             ));
-        }
-        if let Some([i, n]) = self.shard {
-            if n == 0 || i >= n {
-                return Err(input(
-                    format!("invalid shard {i}/{n}"),
-                    at,
-                    "a shard is i/n with 0 <= i < n",
-                ));
-            }
         }
         Ok(())
     }
@@ -184,11 +174,8 @@ fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
 }
 
-fn shard_str(s: Option<[usize; 2]>) -> String {
-    match s {
-        Some([i, n]) => format!("{i}/{n}"),
-        None => "none".into(),
-    }
+fn shard_str(s: Option<Shard>) -> String {
+    s.map_or_else(|| "none".into(), |s| s.to_string())
 }
 
 fn read_manifest(dir: &Path) -> Result<Manifest> {
@@ -457,7 +444,7 @@ impl ScoreStore {
     }
 }
 
-/// Write the matrix as safetensors (temp file, fsync, rename). Written by hand rather than through
+/// Write the matrix as safetensors, atomically ([`files::write_atomic_with`]). Written by hand rather than through
 /// `safetensors::serialize` so a 1.3M × 50 matrix is streamed from the vectors without a second
 /// in-memory copy; the layout follows the safetensors spec and the tests read it back with the
 /// safetensors crate.
@@ -493,29 +480,15 @@ fn write_matrix(
     while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{MATRIX_FILE}.tmp.{}", std::process::id()));
-    {
-        let file = std::fs::File::create(&tmp).at(&tmp)?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-        w.write_all(&(header.len() as u64).to_le_bytes()).at(&tmp)?;
-        w.write_all(&header).at(&tmp)?;
+    files::write_atomic_with(path, |w| {
+        w.write_all(&(header.len() as u64).to_le_bytes())?;
+        w.write_all(&header)?;
         for chunk in p_yes.chunks(1 << 16) {
             let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
-            w.write_all(&bytes).at(&tmp)?;
+            w.write_all(&bytes)?;
         }
-        w.write_all(status).at(&tmp)?;
-        let file = w.into_inner().map_err(|e| e.into_error()).at(&tmp)?;
-        file.sync_all().at(&tmp)?;
-    }
-    std::fs::rename(&tmp, path).at(path)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+        w.write_all(status)
+    })
 }
 
 /// A store whose log has moved on since the matrix was compacted (a later `makd label` run that
@@ -622,7 +595,7 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<StoreSummary> {
     let mut count = None;
     for (dir, m) in shards.iter().zip(&manifests) {
         let at = dir.display().to_string();
-        let Some([i, n]) = m.shard else {
+        let Some((i, n)) = m.shard.map(|s| (s.index(), s.count())) else {
             return Err(input(
                 "this store is not a shard (it was labelled without --shard)",
                 at,

@@ -6,6 +6,7 @@ const IMAGES: usize = 7;
 const QS: usize = 4;
 
 fn manifest(shard: Option<[usize; 2]>) -> Manifest {
+    let shard = shard.map(|[i, n]| Shard::new(i, n).unwrap());
     Manifest {
         format_version: FORMAT_VERSION,
         dataset: "test: 7 images".into(),
@@ -154,7 +155,7 @@ fn writer_dropped_midway_then_resumed_equals_uninterrupted() {
     }
     assert!(!dir.join(MATRIX_FILE).exists());
     let err = ScoreStore::open(&dir).unwrap_err();
-    assert!(err.to_string().contains("run `makd label` again"), "{err}");
+    assert!(err.report().contains("run `makd label` again"), "{err}");
     let mut w = ScoreWriter::open(&dir, manifest(None)).unwrap();
     assert_eq!(w.recovered().valid, 13);
     assert_eq!(w.pending(3), vec![0, 2, 3]);
@@ -253,7 +254,7 @@ fn reopening_with_another_manifest_is_an_input_error() {
     for (m, want) in cases {
         let err = ScoreWriter::open(dir.path(), m).err().unwrap();
         assert!(is_input(&err));
-        let text = err.to_string();
+        let text = err.report();
         assert!(
             text.contains(want) && text.contains("--out"),
             "{want}: {text}"
@@ -327,7 +328,7 @@ fn damaged_matrices_are_rejected_naming_the_pair() {
         write_safetensors(&d, &p, &s, [IMAGES, QS]);
         let err = ScoreStore::open(&d).unwrap_err();
         assert!(is_input(&err));
-        let text = err.to_string();
+        let text = err.report();
         assert!(text.contains(want), "{text}");
         assert!(
             text.contains("\"img2\"") && text.contains("\"q1\""),
@@ -357,9 +358,9 @@ fn check_names_what_differs() {
     let dir = tempfile::tempdir().unwrap();
     let s = reference(dir.path());
     s.check("fp", "ah").unwrap();
-    let e = s.check("fp2", "ah").unwrap_err().to_string();
+    let e = s.check("fp2", "ah").unwrap_err().report();
     assert!(e.contains("another dataset") && e.contains("hint"), "{e}");
-    let e = s.check("fp", "ah2").unwrap_err().to_string();
+    let e = s.check("fp", "ah2").unwrap_err().report();
     assert!(
         e.contains("another aspect set") && e.contains("aspects.json"),
         "{e}"
@@ -563,9 +564,7 @@ fn a_matrix_older_than_its_log_is_refused() {
     w.record(0, 1, &s).unwrap();
     w.flush().unwrap();
     drop(w);
-    let err = ScoreStore::open(dir.path())
-        .err()
-        .expect("a stale matrix is refused");
+    let err = ScoreStore::open(dir.path()).expect_err("a stale matrix is refused");
     assert!(
         matches!(&err, crate::Error::Input { what, .. } if what.contains("older than")),
         "{err}"

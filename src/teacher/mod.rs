@@ -6,12 +6,17 @@
 //! nothing about files.
 //!
 //! Implementations: [`table`] (values from an annotation file), [`openai`] (any OpenAI-compatible
-//! server with logprobs). [`yesno`] turns Yes/No token logits into P(yes) for every backend.
+//! server with logprobs), [`native`] (Qwen3-VL and text-only GGUF models run in process).
+//! [`build`] makes any of them from a [`TeacherSpec`]; [`yesno`] turns Yes/No token logits into
+//! P(yes) for every backend.
 
 pub mod native;
 pub mod openai;
+mod spec;
 pub mod table;
 pub mod yesno;
+
+pub use spec::{build, TeacherSpec};
 
 use crate::aspects::Question;
 use crate::data::Sample;
@@ -25,7 +30,7 @@ use serde::{Deserialize, Serialize};
 pub enum Status {
     /// Both Yes and No were among the returned candidates.
     Ok = 0,
-    /// Only one side was returned: the other is bounded by the smallest returned logprob.
+    /// Only one side was returned: the other is bounded (see [`yesno`]).
     Floored = 1,
     /// Neither side was returned (or the server never answered): no target for this pair.
     Missing = 2,

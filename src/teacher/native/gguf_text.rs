@@ -37,7 +37,7 @@ impl GgufText {
             input(
                 format!("cannot open the model file: {e}"),
                 &at,
-                "pass --model FILE.gguf, a local GGUF file",
+                "pass --gguf FILE.gguf, a local GGUF file",
             )
         })?;
         let ct = Content::read(&mut file).map_err(|e| {
@@ -134,7 +134,7 @@ fn check_shape(ct: &Content, arch: &str, at: &str) -> Result<()> {
         }
     }
     if let (Some(h), Some(kv)) = (get("attention.head_count"), get("attention.head_count_kv")) {
-        if h % kv != 0 {
+        if !h.is_multiple_of(kv) {
             return Err(input(
                 format!("{arch}: {h} attention heads are not a multiple of {kv} key/value heads"),
                 at,

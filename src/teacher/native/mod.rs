@@ -26,7 +26,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-/// Options of the `text` backend (`makd label --backend text --model FILE.gguf --mode class`).
+/// Options of the `text` backend (`makd label --backend text --gguf FILE.gguf --mode class`).
 #[derive(Clone, Debug)]
 pub struct TextOptions {
     pub model: PathBuf,

@@ -144,7 +144,7 @@ impl Qwen3VlConfig {
         let hidden = need(t, "hidden_size", "text_config")?;
         let head_dim = optional(t, "head_dim", "text_config", hidden / heads)?;
         let kv_heads = optional(t, "num_key_value_heads", "text_config", heads)?;
-        if head_dim == 0 || heads % kv_heads != 0 {
+        if head_dim == 0 || !heads.is_multiple_of(kv_heads) {
             return Err(input(
                 format!(
                     "text_config: {heads} attention heads, {kv_heads} key/value heads, head_dim {head_dim}"
@@ -199,7 +199,7 @@ impl Qwen3VlConfig {
                 .unwrap_or("gelu_pytorch_tanh")
                 .to_string(),
         };
-        if vision.hidden_size % vision.num_heads != 0 {
+        if !vision.hidden_size.is_multiple_of(vision.num_heads) {
             return Err(input(
                 format!(
                     "vision_config: hidden_size {} is not a multiple of num_heads {}",
@@ -313,6 +313,34 @@ impl Qwen3VlConfig {
             c.image_token_id,
         ) = (4093, 4094, 4095);
         c
+    }
+
+    /// FLOPs (matmuls only) of a text prefill of `t` new tokens attending to `past` earlier ones,
+    /// with `rows_out` rows through the vocabulary head: the benchmark's ceiling model.
+    pub fn text_flops(&self, t: usize, past: usize, rows_out: usize) -> f64 {
+        let h = self.hidden_size as f64;
+        let q = (self.num_attention_heads * self.head_dim) as f64;
+        let kv = (self.num_key_value_heads * self.head_dim) as f64;
+        let per_tok = 2.0 * (h * (q + 2.0 * kv) + q * h + 3.0 * h * self.intermediate_size as f64);
+        let ctx = past as f64 + (t as f64 + 1.0) / 2.0;
+        let attn = 4.0 * q * ctx;
+        let layers = self.num_hidden_layers as f64;
+        t as f64 * layers * (per_tok + attn) + 2.0 * h * self.vocab_size as f64 * rows_out as f64
+    }
+
+    /// FLOPs (matmuls only) of the vision tower on `n` patches: patch embedding, blocks, the
+    /// merger and the DeepStack mergers.
+    pub fn vision_flops(&self, n: usize) -> f64 {
+        let v = &self.vision;
+        let (vh, n) = (v.hidden_size as f64, n as f64);
+        let k = (v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size) as f64;
+        let block =
+            2.0 * n * (4.0 * vh * vh + 2.0 * vh * v.intermediate_size as f64) + 4.0 * n * n * vh;
+        let m = vh * (v.spatial_merge_size * v.spatial_merge_size) as f64;
+        let merger = 2.0 * (n / 4.0) * (m * m + m * v.out_hidden_size as f64);
+        2.0 * n * k * vh
+            + v.depth as f64 * block
+            + (1 + v.deepstack_visual_indexes.len()) as f64 * merger
     }
 
     /// Parameters of the text decoder and of the vision tower.
@@ -1256,7 +1284,7 @@ mod tests {
                 .and_then(|o| o.as_object_mut())
                 .unwrap()
                 .insert(key.into(), value);
-            let err = Qwen3VlConfig::from_json(&bad, "c").unwrap_err().to_string();
+            let err = Qwen3VlConfig::from_json(&bad, "c").unwrap_err().report();
             assert!(err.contains(needle), "{parent}/{key}: {err}");
         }
     }
