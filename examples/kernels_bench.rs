@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::{Device, Tensor, Var};
-use makd::kernels::peak::{fma_peak_one_thread, nominal_ghz};
+use makd::bench::peak::{fma_peak_one_thread, nominal_ghz};
 use makd::kernels::{self, conv, ConvGeom};
 
 struct Layer {

@@ -9,6 +9,7 @@
 //! 4. eval / predict on the resulting run dir.
 
 pub mod aspects;
+pub mod bench;
 pub mod data;
 pub mod error;
 pub mod experiment;

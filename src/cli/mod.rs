@@ -3,10 +3,6 @@
 
 mod aspects;
 mod bench;
-mod bench_label;
-mod bench_native;
-mod bench_resume;
-mod bench_train;
 mod demo;
 mod eval;
 mod experiment;

@@ -20,7 +20,6 @@
 mod buf;
 pub mod conv;
 mod norm;
-pub mod peak;
 pub mod pool;
 #[cfg(test)]
 mod reference;

@@ -8,17 +8,16 @@
 //!     bookkeeping.
 //! Prints pairs/s for each and the ratios (b)/(a) and (b)/(c).
 
-use super::openai_args::{OpenAiArgs, PromptArgs};
-use super::teacher_args::ModeArg;
+use crate::cli::openai_args::{OpenAiArgs, PromptArgs};
+use crate::cli::teacher_args::ModeArg;
 use makd::aspects::{AspectSet, Question};
-use makd::data::{RawImage, Sample};
+use makd::bench::{run_parallel, synthetic_sample};
+use makd::data::Sample;
 use makd::llm::logprobs;
 use makd::teacher::openai::OpenAiTeacher;
 use makd::teacher::{Mode, Status, Subject, Teacher};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -60,26 +59,6 @@ const QUESTIONS: [&str; 8] = [
     "Is the object usually worn outdoors in cold weather?",
 ];
 
-/// A deterministic gray test image: a different stripe pattern per index.
-fn synthetic(i: usize, side: u32) -> Sample {
-    let pixels = (0..side * side)
-        .map(|p| {
-            let (x, y) = ((p % side) as usize, (p / side) as usize);
-            (((x * (i % 5 + 1) + y * (i % 7 + 1)) * 37 + i * 11) % 256) as u8
-        })
-        .collect();
-    Sample {
-        id: format!("synthetic/{i:05}"),
-        image: RawImage {
-            width: side,
-            height: side,
-            channels: 1,
-            pixels,
-        },
-        label: 0,
-    }
-}
-
 struct Figures {
     pairs: usize,
     seconds: f64,
@@ -93,27 +72,6 @@ impl Figures {
     fn json(&self) -> Value {
         json!({"pairs": self.pairs, "seconds": self.seconds, "pairs_per_s": self.rate(), "failed": self.failed})
     }
-}
-
-/// Run `work(i)` for i in 0..n on `threads` threads; returns (seconds, failures).
-fn pool(n: usize, threads: usize, work: impl Fn(usize) -> bool + Sync) -> (f64, usize) {
-    let next = AtomicUsize::new(0);
-    let failed = AtomicUsize::new(0);
-    let t0 = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                if !work(i) {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            });
-        }
-    });
-    (t0.elapsed().as_secs_f64(), failed.into_inner())
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -145,7 +103,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let opts = a.openai.options(mode, &a.prompt);
     let teacher = OpenAiTeacher::new(&opts)?;
     let images: Vec<Sample> = match mode {
-        Mode::Image => (0..groups).map(|i| synthetic(i, a.image_size)).collect(),
+        Mode::Image => (0..groups)
+            .map(|i| synthetic_sample(i, a.image_size))
+            .collect(),
         Mode::Class => Vec::new(),
     };
     let subject = |g: usize| match mode {
@@ -193,7 +153,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "(a) paper: sequential, no prompt cache, up to {} tokens…",
         a.paper_max_tokens
     );
-    let (secs, failed) = pool(pairs, 1, |i| {
+    let (secs, failed) = run_parallel(pairs, 1, |i| {
         let lease = client.lease();
         matches!(
             client.post(&lease, path, &paper_bodies[i], logprobs::text),
@@ -209,7 +169,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     // (b) ours.
     eprintln!("(b) ours: {parallel} groups in flight, 1 token…");
     let statuses = Mutex::new([0usize; 3]);
-    let (secs, failed) = pool(groups, parallel, |g| {
+    let (secs, failed) = run_parallel(groups, parallel, |g| {
         match teacher.score(subject(g), &questions) {
             Ok(scores) => {
                 let mut st = statuses.lock().unwrap();
@@ -233,7 +193,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "(c) ceiling: {} in flight, 1 token, no bookkeeping…",
         a.saturate
     );
-    let (secs, failed) = pool(pairs, a.saturate, |i| {
+    let (secs, failed) = run_parallel(pairs, a.saturate, |i| {
         let lease = client.lease();
         matches!(
             client.post(&lease, path, &bodies[i], |_| Ok(())),

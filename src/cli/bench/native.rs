@@ -6,7 +6,7 @@
 //! timed on the first `--unshared` questions only (its cost per pair does not depend on Q), and
 //! its log-probabilities are compared with the shared path's as a check.
 
-use super::teacher_args::DtypeArg;
+use crate::cli::teacher_args::DtypeArg;
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, IndexOp};
 use makd::data::RawImage;
@@ -19,11 +19,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// The questions asked: the shipped Fashion-MNIST aspect set.
-const ASPECTS: &str = include_str!("../../examples/fashion-mnist/aspects.json");
+const ASPECTS: &str = include_str!("../../../examples/fashion-mnist/aspects.json");
 /// The tokenizer of the parity fixture (byte-level BPE with Qwen's special tokens). Its small
 /// vocabulary splits English into more tokens than Qwen's own, so suffixes are longer than a real
 /// Qwen3-VL's and the measured ratio errs low; pass `--tokenizer` with a real tokenizer.json.
-const TOKENIZER: &str = include_str!("../../tests/fixtures/qwen3vl/tokenizer.json");
+const TOKENIZER: &str = include_str!("../../../tests/fixtures/qwen3vl/tokenizer.json");
 /// Qwen3-VL's shipped preprocessor settings.
 const PREPROCESSOR: &str = r#"{"patch_size": 16, "merge_size": 2, "temporal_patch_size": 2,
   "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "rescale_factor": 0.00392156862745098,
@@ -212,7 +212,7 @@ pub fn run(a: Args) -> Result<()> {
     let achieved = prefill_flops / prefill_s / 1e9;
     let peak = a
         .peak_gflops
-        .or_else(makd::kernels::peak::machine_peak_gflops);
+        .or_else(makd::bench::peak::machine_peak_gflops);
     let suffix_gflops =
         cfg.text_flops(suffix_tokens / qs.len(), p, 1) * qs.len() as f64 / suffix_s / 1e9;
     // The work each path does per pair, by the same count: the ratio prefix sharing can give.
@@ -243,7 +243,7 @@ pub fn run(a: Args) -> Result<()> {
         "suffix_batch_gflops_per_s": suffix_gflops,
         "peak_gflops_per_s": peak,
         "prefill_fraction_of_peak": peak.map(|pk| achieved / pk),
-        "peak_rss_mb": makd::kernels::peak::peak_rss_mb(),
+        "peak_rss_mb": makd::bench::peak::peak_rss_mb(),
     });
     if a.json {
         println!("{out}");

@@ -31,7 +31,7 @@ pub fn run(a: Args) -> Result<()> {
     let t = Instant::now();
     let writer = ScoreWriter::open(&a.dir, manifest)?;
     let resume_s = t.elapsed().as_secs_f64();
-    let rss_after_resume = makd::kernels::peak::peak_rss_mb();
+    let rss_after_resume = makd::bench::peak::peak_rss_mb();
     let t = Instant::now();
     let summary = writer.finish()?;
     let compact_s = t.elapsed().as_secs_f64();

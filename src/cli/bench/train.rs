@@ -94,7 +94,7 @@ pub fn run(a: Args) -> Result<()> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let rss = makd::kernels::peak::peak_rss_mb();
+    let rss = makd::bench::peak::peak_rss_mb();
     if a.json {
         println!(
             "{}",
