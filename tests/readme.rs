@@ -376,7 +376,8 @@ fn experiment() {
     let runs_root = out.join("runs").canonicalize().unwrap();
     for v in variants {
         for run in v["runs"].as_array().unwrap() {
-            let dir = PathBuf::from(run["run_dir"].as_str().unwrap());
+            // Relative to the directory the command ran in, or absolute.
+            let dir = c.path(run["run_dir"].as_str().unwrap());
             assert!(
                 dir.canonicalize().unwrap().starts_with(&runs_root),
                 "{dir:?}"
