@@ -40,11 +40,12 @@ pub struct ExperimentFile {
     /// Test images in the 2-D embedding plot.
     #[serde(default = "default_embedding_points")]
     pub embedding_points: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kd: Option<KdTeacher>,
     /// Sentences added to the report's notes.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Last: TOML writes a table after every plain value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kd: Option<KdTeacher>,
 }
 
 /// A validated experiment: variants parsed, paths absolute, `[kd]` present exactly when a
@@ -129,8 +130,8 @@ impl ExperimentFile {
             alphas: vec![],
             examples: default_examples(),
             embedding_points: default_embedding_points(),
-            kd: None,
             notes: vec![],
+            kd: None,
         }
     }
 }
@@ -409,6 +410,31 @@ mod tests {
         let msg = err("train_config = \"t.toml\"\nvariants = [\"makd-q5\"]\naspect_counts = [5]\n");
         assert!(msg.contains("variant makd-q5 is listed twice"), "{msg}");
         assert!(err("train_config = \"t.toml\"\nvariants = []\n").contains("no variants"));
+    }
+
+    #[test]
+    fn a_file_written_by_makd_loads_back() {
+        // What `makd demo` does: build the file, write it as TOML, load it like a user's.
+        let mut file = ExperimentFile::new("train.toml");
+        file.name = Some("demo".into());
+        file.seeds = vec![3, 4];
+        file.variants.push("kd".into());
+        file.notes = vec!["a note".into()];
+        file.kd = Some(KdTeacher {
+            config: Some("teacher.toml".into()),
+            run_dir: None,
+            set: vec![],
+            temperature: 2.0,
+            weight: 1.0,
+            dkd_alpha: 1.0,
+            dkd_beta: 8.0,
+        });
+        let cfg = load(&toml::to_string(&file).unwrap()).unwrap();
+        assert_eq!(cfg.name, "demo");
+        assert_eq!(cfg.seeds, [3, 4]);
+        assert_eq!(cfg.variants.last(), Some(&Variant::Kd));
+        assert_eq!(cfg.notes, ["a note"]);
+        assert_eq!(cfg.kd.unwrap().temperature, 2.0);
     }
 
     #[test]

@@ -368,6 +368,23 @@ mod tests {
     }
 
     #[test]
+    fn comparisons_written_before_the_paired_test_still_read() {
+        // A comparison as format version 1 wrote it before `p_adjusted`: Welch, no adjustment.
+        let old = serde_json::json!({
+            "a": "makd", "b": "baseline", "metric": "test_top1", "diff": 2.0,
+            "ci95": [-0.27, 4.27], "method": "welch-t", "p_value": 0.07, "n_a": 3, "n_b": 3,
+            "beyond_noise": false, "sentence": "…"
+        });
+        let c: Comparison = serde_json::from_value(old).unwrap();
+        assert_eq!(c.method, TestMethod::WelchT);
+        assert_eq!((c.p_adjusted, c.adjusted_over), (None, 0));
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["method"], "welch-t");
+        let paired: TestMethod = serde_json::from_value("paired-t".into()).unwrap();
+        assert_eq!(paired, TestMethod::PairedT);
+    }
+
+    #[test]
     fn non_finite_fields_are_named() {
         let mut r = ExperimentResults {
             format_version: FORMAT_VERSION,

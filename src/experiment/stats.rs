@@ -2,9 +2,8 @@
 //! adjustment over one report's comparisons, a percentile bootstrap, the plain-language verdict,
 //! and a 2-D PCA for the embedding plot.
 //!
-//! Why paired: every variant runs the same seeds, and a seed fixes the initial weights, the data
-//! order and (with `data.test_limit`) the test subset, so runs of one seed share much of their
-//! noise. The test on the per-seed differences removes that shared part; an unpaired test would
+//! Why paired: every variant runs the same seeds, and a seed fixes the initial weights and the
+//! data order, so runs of one seed share part of their noise. The test on the per-seed differences removes that shared part; an unpaired test would
 //! count it twice and call real gains noise. Where the seeds do not match (a variant with a run
 //! missing, a seed only one side has) nothing pairs the runs, and Welch's unequal-variance test
 //! is used: a control can be noisier than the method, so a pooled variance cannot be assumed.
