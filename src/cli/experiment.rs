@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Experiment config (TOML): name, train_config, seeds, variants (baseline, makd, random-target,
-    /// shuffled-target, kd, makd+kd, dkd), aspect_counts, alphas, [kd]. See the README.
+    /// Experiment config (TOML): train_config, seeds, variants (baseline, makd, random-target,
+    /// shuffled-target, kd, dkd, makd+kd, makd-q<N>, makd-alpha<A>), aspect_counts, alphas, [kd]
+    /// (exactly when kd, dkd or makd+kd is listed). See the README.
     #[arg(long)]
     config: PathBuf,
     /// Output dir: runs/<variant>/seed<k>/ (each a normal, resumable run dir), stores/ (control

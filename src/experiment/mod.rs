@@ -4,3 +4,4 @@ pub mod config;
 pub mod results;
 pub mod runner;
 pub mod stats;
+pub mod variant;

@@ -175,20 +175,39 @@ pub struct Comparison {
     pub metric: String,
     /// mean(a) − mean(b), in the metric's unit (points for accuracies).
     pub diff: f64,
-    /// 95% interval of the difference; `None` when either side has fewer than 2 seeds (a
-    /// single run has no measurable noise, so no honest interval exists).
+    /// 95% interval of the difference (paired: of the mean per-seed difference); `None` when
+    /// either side has fewer than 2 seeds (a single run has no measurable noise, so no honest
+    /// interval exists). Not adjusted for the number of comparisons.
     pub ci95: Option<[f64; 2]>,
-    /// How the interval was made: `welch-t`.
-    pub method: String,
-    /// Two-sided p-value of the Welch t-test; `None` with the interval.
+    /// The test behind the interval and the p-value: `paired-t` when both variants ran the same
+    /// seeds (differences taken seed by seed), `welch-t` otherwise.
+    pub method: TestMethod,
+    /// Two-sided p-value of that test, for this comparison alone; `None` with the interval.
     pub p_value: Option<f64>,
+    /// `p_value` after the Holm–Bonferroni adjustment over the report's comparisons that have a
+    /// p-value; `None` with the interval. Absent in files written before it existed.
+    #[serde(default)]
+    pub p_adjusted: Option<f64>,
+    /// How many comparisons the adjustment was over (0 without a p-value).
+    #[serde(default)]
+    pub adjusted_over: usize,
     /// Seeds on each side.
     pub n_a: usize,
     pub n_b: usize,
-    /// True when the interval excludes 0.
+    /// True when the Holm-adjusted p-value is below 0.05 (the interval then excludes 0 too).
     pub beyond_noise: bool,
     /// The verdict in one plain sentence, as printed in the report.
     pub sentence: String,
+}
+
+/// The test a [`Comparison`] used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TestMethod {
+    /// Student's t on the per-seed differences (df = n − 1).
+    PairedT,
+    /// Welch's unequal-variance t on the two samples.
+    WelchT,
 }
 
 /// One test image: the teacher's P(yes) and the student's sigmoid for some questions.
@@ -299,6 +318,9 @@ impl ExperimentResults {
             if let Some(pv) = c.p_value {
                 check(format!("{p}.p_value"), pv);
             }
+            if let Some(pv) = c.p_adjusted {
+                check(format!("{p}.p_adjusted"), pv);
+            }
         }
         for (ei, e) in self.examples.iter().enumerate() {
             for (j, v) in e.teacher.iter().enumerate() {
@@ -343,6 +365,23 @@ mod tests {
         let none = Stat::of(&[]);
         assert_eq!(none.n, 0);
         assert!(none.mean == 0.0 && none.std == 0.0);
+    }
+
+    #[test]
+    fn comparisons_written_before_the_paired_test_still_read() {
+        // A comparison as format version 1 wrote it before `p_adjusted`: Welch, no adjustment.
+        let old = serde_json::json!({
+            "a": "makd", "b": "baseline", "metric": "test_top1", "diff": 2.0,
+            "ci95": [-0.27, 4.27], "method": "welch-t", "p_value": 0.07, "n_a": 3, "n_b": 3,
+            "beyond_noise": false, "sentence": "…"
+        });
+        let c: Comparison = serde_json::from_value(old).unwrap();
+        assert_eq!(c.method, TestMethod::WelchT);
+        assert_eq!((c.p_adjusted, c.adjusted_over), (None, 0));
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["method"], "welch-t");
+        let paired: TestMethod = serde_json::from_value("paired-t".into()).unwrap();
+        assert_eq!(paired, TestMethod::PairedT);
     }
 
     #[test]

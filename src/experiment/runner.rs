@@ -13,6 +13,7 @@ use crate::error::{input, Result};
 use crate::experiment::config::ExperimentConfig;
 use crate::experiment::results::*;
 use crate::experiment::stats;
+use crate::experiment::variant::Variant;
 use crate::progress;
 use crate::scores::ScoreStore;
 use crate::train::config::TrainConfig;
@@ -25,25 +26,6 @@ use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// What one variant changes in the base training config.
-fn describe(variant: &str) -> String {
-    match variant {
-        "baseline" => "CE only (Q = 0)".into(),
-        "makd" => "CE + α·BCE against the teacher's P(yes)".into(),
-        "random-target" => "control: CE + α·BCE against uniform random P(yes), same shape".into(),
-        "shuffled-target" => {
-            "control: the teacher's rows permuted across images (same marginals, no image link)"
-                .into()
-        }
-        "kd" => "CE + KD (Hinton) against a teacher network's logits".into(),
-        "makd+kd" => "MaKD and KD together".into(),
-        "dkd" => "CE + decoupled KD against a teacher network's logits".into(),
-        v if v.starts_with("makd-q") => format!("MaKD with the first {} questions", &v[6..]),
-        v if v.starts_with("makd-alpha") => format!("MaKD with α = {}", &v[10..]),
-        v => v.to_string(),
-    }
-}
-
 /// Run (or resume) the experiment and write `results.json`, `report.md`, `report.html`, `plots/`.
 pub fn run(
     cfg: &ExperimentConfig,
@@ -52,9 +34,7 @@ pub fn run(
 ) -> Result<ExperimentResults> {
     let base = TrainConfig::load(&cfg.train_config, &cfg.set)?;
     let variants = cfg.all_variants();
-    let needs_aspects = variants
-        .iter()
-        .any(|v| v != "baseline" && v != "kd" && v != "dkd");
+    let needs_aspects = variants.iter().any(|v| v.uses_aspects());
     if needs_aspects && base.aspects.scores.is_none() {
         return Err(input(
             "aspect variants need the teacher's score store",
@@ -72,17 +52,16 @@ pub fn run(
         None => None,
     };
     let aspect_set: Option<AspectSet> = teacher_store.as_ref().and_then(|(_, s)| s.clone());
+    // Only a KD variant pays for a teacher network (validation refuses a [kd] no variant uses).
     let kd_logits = match &cfg.kd {
-        Some(k) if variants.iter().any(|v| v.contains("kd")) => {
-            Some(teacher_logits(k, &base, cfg.seeds[0], out)?)
-        }
+        Some(k) if cfg.needs_kd_teacher() => Some(teacher_logits(k, &base, cfg.seeds[0], out)?),
         _ => None,
     };
 
     let mut results_variants = Vec::new();
     let total = variants.len() * cfg.seeds.len();
     let mut done = 0;
-    for v in &variants {
+    for &v in &variants {
         let mut runs = Vec::new();
         let mut per_q: Vec<Vec<f64>> = Vec::new();
         for &seed in &cfg.seeds {
@@ -100,7 +79,11 @@ pub fn run(
                 cfg,
                 out,
             )?;
-            let run_dir = RunDir::new(out.join("runs").join(v).join(format!("seed{seed}")));
+            let run_dir = RunDir::new(
+                out.join("runs")
+                    .join(v.to_string())
+                    .join(format!("seed{seed}")),
+            );
             let summary = trainer::train(&rc, &run_dir, false)?;
             if let Some(a) = &summary.test_aspects {
                 for (j, auc) in a.per_question_auc.iter().enumerate() {
@@ -119,8 +102,8 @@ pub fn run(
             (!xs.is_empty()).then(|| Stat::of(&xs))
         };
         results_variants.push(VariantResult {
-            name: v.clone(),
-            description: describe(v),
+            name: v.to_string(),
+            description: v.describe(),
             top1: Stat::of(&runs.iter().map(|r| r.test_top1).collect::<Vec<_>>()),
             top5: Stat::of(&runs.iter().map(|r| r.test_top5).collect::<Vec<_>>()),
             aspect_auc: stat_of(&|r| r.aspect_auc),
@@ -141,8 +124,8 @@ pub fn run(
     {
         v.per_question_auc.resize(q_all, None);
     }
-    let comparisons = comparisons(&results_variants);
-    let (examples, embedding) = pictures(cfg, &base, &results_variants, out)?;
+    let comparisons = comparisons(&variants, &results_variants);
+    let (examples, embedding) = pictures(cfg, &base, &variants, &results_variants)?;
     let classes = full_train.classes().to_vec();
     let questions = match &aspect_set {
         Some(s) => s
@@ -217,7 +200,7 @@ pub fn run(
 /// Change the base config into `variant` for `seed`, writing any derived store it needs.
 #[allow(clippy::too_many_arguments)]
 fn apply_variant(
-    variant: &str,
+    variant: Variant,
     seed: u64,
     rc: &mut TrainConfig,
     store: Option<&ScoreStore>,
@@ -242,9 +225,9 @@ fn apply_variant(
         rc.aspects.test_scores = None;
     };
     match variant {
-        "baseline" => no_aspects(rc),
-        "makd" => {}
-        "random-target" | "shuffled-target" => {
+        Variant::Baseline => no_aspects(rc),
+        Variant::Makd => {}
+        Variant::RandomTarget | Variant::ShuffledTarget => {
             let store = store.expect("validated: aspect variants have a store");
             let dir = stores.join(format!("{variant}-seed{seed}"));
             if !dir.join("scores.safetensors").exists() {
@@ -252,24 +235,17 @@ fn apply_variant(
             }
             rc.aspects.scores = Some(dir);
         }
-        "kd" => {
+        Variant::Kd => {
             no_aspects(rc);
             use_kd(rc, KdMethod::Kd);
         }
-        "dkd" => {
+        Variant::Dkd => {
             no_aspects(rc);
             use_kd(rc, KdMethod::Dkd);
         }
-        "makd+kd" => use_kd(rc, KdMethod::Kd),
-        v if v.starts_with("makd-alpha") => {
-            rc.aspects.alpha = v[10..]
-                .parse()
-                .map_err(|_| input(format!("bad variant {v}"), "alphas", "use numbers"))?;
-        }
-        v if v.starts_with("makd-q") => {
-            let q: usize = v[6..]
-                .parse()
-                .map_err(|_| input(format!("bad variant {v}"), "aspect_counts", "use integers"))?;
+        Variant::MakdKd => use_kd(rc, KdMethod::Kd),
+        Variant::MakdAlpha(alpha) => rc.aspects.alpha = alpha,
+        Variant::MakdQ(q) => {
             let store = store.expect("validated: aspect variants have a store");
             let set = set.ok_or_else(|| {
                 input(
@@ -302,25 +278,18 @@ fn apply_variant(
             rc.aspects.scores = Some(dir);
             rc.aspects.aspects = Some(aspects_path);
         }
-        v => {
-            return Err(input(
-                format!("unknown variant {v:?}"),
-                "variants",
-                "see makd experiment --help",
-            ))
-        }
     }
     Ok(())
 }
 
 /// A control store: uniform random P(yes) (`random-target`) or the teacher's rows permuted across
 /// images (`shuffled-target`). Missing pairs stay missing so both train on the same pairs.
-pub fn control_store(store: &ScoreStore, variant: &str, seed: u64) -> Result<ScoreStore> {
+pub fn control_store(store: &ScoreStore, variant: Variant, seed: u64) -> Result<ScoreStore> {
     let (n, q) = (store.num_images(), store.num_questions());
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_C0DE);
     let mut manifest = store.manifest.clone();
     let (p_yes, status) = match variant {
-        "random-target" => {
+        Variant::RandomTarget => {
             let status = store.status().to_vec();
             let p: Vec<f32> = status
                 .iter()
@@ -334,7 +303,7 @@ pub fn control_store(store: &ScoreStore, variant: &str, seed: u64) -> Result<Sco
                 .collect();
             (p, status)
         }
-        "shuffled-target" => {
+        Variant::ShuffledTarget => {
             let mut perm: Vec<usize> = (0..n).collect();
             perm.shuffle(&mut rng);
             let (mut p, mut s) = (Vec::with_capacity(n * q), Vec::with_capacity(n * q));
@@ -344,13 +313,7 @@ pub fn control_store(store: &ScoreStore, variant: &str, seed: u64) -> Result<Sco
             }
             (p, s)
         }
-        v => {
-            return Err(input(
-                format!("{v} is not a control"),
-                "variants",
-                "random-target or shuffled-target",
-            ))
-        }
+        v => unreachable!("{v} is not a control"),
     };
     manifest.teacher.backend = format!("control:{variant}");
     manifest
@@ -453,26 +416,35 @@ fn run_result(seed: u64, run_dir: &RunDir, s: &Summary) -> Result<RunResult> {
     })
 }
 
-/// Each variant against the baseline, and MaKD against its controls and KD against MaKD+KD.
-fn comparisons(vs: &[VariantResult]) -> Vec<Comparison> {
-    let top1 = |name: &str| {
-        vs.iter()
-            .find(|v| v.name == name)
-            .map(|v| v.runs.iter().map(|r| r.test_top1).collect::<Vec<_>>())
+/// Each variant against the baseline, MaKD against its controls and MaKD+KD against KD, on test
+/// top-1: one family, Holm-adjusted together.
+fn comparisons(variants: &[Variant], vs: &[VariantResult]) -> Vec<Comparison> {
+    let runs: Vec<Vec<(u64, f64)>> = vs
+        .iter()
+        .map(|v| v.runs.iter().map(|r| (r.seed, r.test_top1)).collect())
+        .collect();
+    let side = |v: Variant| {
+        let i = variants.iter().position(|&x| x == v)?;
+        Some(stats::Side {
+            name: &vs[i].name,
+            runs: &runs[i],
+        })
     };
-    let mut out = Vec::new();
-    let mut pair = |a: &str, b: &str| {
-        if let (Some(x), Some(y)) = (top1(a), top1(b)) {
-            out.push(stats::compare(a, &x, b, &y));
-        }
-    };
-    for v in vs.iter().filter(|v| v.name != "baseline") {
-        pair(&v.name, "baseline");
-    }
-    pair("makd", "random-target");
-    pair("makd", "shuffled-target");
-    pair("makd+kd", "kd");
-    out
+    let mut wanted: Vec<(Variant, Variant)> = variants
+        .iter()
+        .filter(|&&v| v != Variant::Baseline)
+        .map(|&v| (v, Variant::Baseline))
+        .collect();
+    wanted.extend([
+        (Variant::Makd, Variant::RandomTarget),
+        (Variant::Makd, Variant::ShuffledTarget),
+        (Variant::MakdKd, Variant::Kd),
+    ]);
+    let pairs: Vec<_> = wanted
+        .into_iter()
+        .filter_map(|(a, b)| Some((side(a)?, side(b)?)))
+        .collect();
+    stats::compare_all("test_top1", "points", &pairs)
 }
 
 /// Per-image answers (teacher vs student) and the embedding of the first seed's MaKD student (or the
@@ -480,13 +452,19 @@ fn comparisons(vs: &[VariantResult]) -> Vec<Comparison> {
 fn pictures(
     cfg: &ExperimentConfig,
     base: &TrainConfig,
+    variants: &[Variant],
     vs: &[VariantResult],
-    _out: &Path,
 ) -> Result<(Vec<ExampleResponse>, Option<Embedding>)> {
-    let Some(v) = vs.iter().find(|v| v.name == "makd").or_else(|| vs.first()) else {
+    let shown = variants
+        .iter()
+        .position(|&v| v == Variant::Makd)
+        .unwrap_or(0);
+    let Some(v) = vs.get(shown) else {
         return Ok((vec![], None));
     };
-    let run = &v.runs[0];
+    let Some(run) = v.runs.first() else {
+        return Ok((vec![], None));
+    };
     let (tcfg, info, model) = trainer::load_run(&RunDir::new(&run.run_dir), "last")?;
     let transform = Arc::new(Transform::new(tcfg.transform.clone())?);
     let full_test = data::open(&tcfg.data.dataset, Split::Test)?;
@@ -600,7 +578,7 @@ mod tests {
     fn shuffled_control_permutes_whole_rows() {
         let (n, q) = (200, 5);
         let t = teacher_store(n, q);
-        let c = control_store(&t, "shuffled-target", 3).unwrap();
+        let c = control_store(&t, Variant::ShuffledTarget, 3).unwrap();
         assert_eq!((c.num_images(), c.num_questions()), (n, q));
         assert_eq!(c.manifest.aspect_hash, t.manifest.aspect_hash);
         assert_eq!(
@@ -626,7 +604,7 @@ mod tests {
         b.sort();
         assert_eq!(a, b);
         // Deterministic per seed, different across seeds.
-        let again = control_store(&t, "shuffled-target", 3).unwrap();
+        let again = control_store(&t, Variant::ShuffledTarget, 3).unwrap();
         assert_eq!(
             c.p_yes().iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
             again
@@ -635,7 +613,7 @@ mod tests {
                 .map(|x| x.to_bits())
                 .collect::<Vec<_>>()
         );
-        let other = control_store(&t, "shuffled-target", 4).unwrap();
+        let other = control_store(&t, Variant::ShuffledTarget, 4).unwrap();
         assert_ne!(c.status(), other.status());
     }
 
@@ -643,7 +621,7 @@ mod tests {
     fn random_control_is_uniform_on_the_same_pairs() {
         let (n, q) = (400, 10);
         let t = teacher_store(n, q);
-        let c = control_store(&t, "random-target", 0).unwrap();
+        let c = control_store(&t, Variant::RandomTarget, 0).unwrap();
         assert_eq!(c.status(), t.status(), "missing pairs must stay missing");
         let vals: Vec<f64> = c
             .p_yes()

@@ -1,26 +1,36 @@
-//! Aggregation maths: Welch's t interval, a percentile bootstrap, the plain-language verdict, and
-//! a 2-D PCA for the embedding plot.
+//! Aggregation maths: paired and Welch t-tests with their intervals, the Holm–Bonferroni
+//! adjustment over one report's comparisons, a percentile bootstrap, the plain-language verdict,
+//! and a 2-D PCA for the embedding plot.
 //!
-//! Why Welch and not a pooled t: a control (random-target) can be noisier than the method, so
-//! equal variances cannot be assumed. With 3 seeds per variant the interval is wide; that is the
-//! honest answer, and the sentence says so when it includes 0.
+//! Why paired: every variant runs the same seeds, and a seed fixes the initial weights and the
+//! data order, so runs of one seed share part of their noise. The test on the per-seed differences removes that shared part; an unpaired test would
+//! count it twice and call real gains noise. Where the seeds do not match (a variant with a run
+//! missing, a seed only one side has) nothing pairs the runs, and Welch's unequal-variance test
+//! is used: a control can be noisier than the method, so a pooled variance cannot be assumed.
+//!
+//! Why Holm: a report makes several comparisons (each variant against the baseline, MaKD against
+//! both controls, ...); at 5% each, eight of them find a "gain" by chance one time in three.
+//! Holm's step-down adjustment keeps the chance of any false "beyond noise" at 5% for the whole
+//! report, and is never less powerful than Bonferroni. The 95% intervals are per comparison.
+//!
+//! With 3 seeds an interval is wide; that is the honest answer, and the sentence says so.
 //!
 //! The Student-t CDF is computed from the regularized incomplete beta function
 //! (I_x(a, b) by its continued fraction, evaluated with the modified Lentz method), and its
 //! quantile by bisection on the CDF: robust for any real df > 0, which Welch's df always is.
 
 use crate::error::{input, Result};
-use crate::experiment::results::Comparison;
+use crate::experiment::results::{Comparison, TestMethod};
 use rand::{Rng, SeedableRng};
 
-/// Welch's unequal-variance t-test of mean(a) − mean(b).
+/// A t-test of a difference of means: paired ([`paired`]) or Welch's ([`welch`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct WelchResult {
-    /// mean(a) − mean(b).
+pub struct TTest {
+    /// mean(a) − mean(b) (for paired samples, also the mean of the differences).
     pub diff: f64,
-    /// Standard error of the difference: sqrt(s_a²/n_a + s_b²/n_b).
+    /// Standard error of the difference: sqrt(s_a²/n_a + s_b²/n_b) for Welch, s_d/√n paired.
     pub se: f64,
-    /// Welch–Satterthwaite degrees of freedom.
+    /// Welch–Satterthwaite degrees of freedom, or n − 1 paired.
     pub df: f64,
     /// diff / se; ±∞ when se = 0 and diff ≠ 0, 0 when both are 0.
     pub t: f64,
@@ -36,7 +46,7 @@ pub struct WelchResult {
 /// When both groups have zero spread (every seed gave the same number), se = 0: the interval
 /// collapses to [diff, diff], p is 1 if diff = 0 and 0 otherwise, and df falls back to
 /// n_a + n_b − 2 (the Welch formula is 0/0 there).
-pub fn welch(a: &[f64], b: &[f64]) -> Option<WelchResult> {
+pub fn welch(a: &[f64], b: &[f64]) -> Option<TTest> {
     let (na, nb) = (a.len(), b.len());
     if na < 2 || nb < 2 {
         return None;
@@ -47,33 +57,71 @@ pub fn welch(a: &[f64], b: &[f64]) -> Option<WelchResult> {
     let (qa, qb) = (va / na as f64, vb / nb as f64);
     let se2 = qa + qb;
     if se2 <= 0.0 {
-        let (t, p_value) = if diff == 0.0 {
-            (0.0, 1.0)
-        } else {
-            (diff.signum() * f64::INFINITY, 0.0)
-        };
-        return Some(WelchResult {
-            diff,
-            se: 0.0,
-            df: (na + nb - 2) as f64,
-            t,
-            p_value,
-            ci95: [diff, diff],
-        });
+        return Some(collapsed(diff, (na + nb - 2) as f64));
     }
-    let se = se2.sqrt();
     let df = se2 * se2 / (qa * qa / (na - 1) as f64 + qb * qb / (nb - 1) as f64);
+    Some(t_test(diff, se2.sqrt(), df))
+}
+
+/// The paired t-test of mean(a − b) from the per-pair differences `d` (a one-sample t-test of
+/// `d` against 0, df = n − 1) and the 95% interval of the mean difference; `None` below 2 pairs.
+/// Zero spread (every pair differs by the same amount) collapses as in [`welch`].
+pub fn paired(d: &[f64]) -> Option<TTest> {
+    let n = d.len();
+    if n < 2 {
+        return None;
+    }
+    let (diff, var) = mean_var(d);
+    let df = (n - 1) as f64;
+    if var <= 0.0 {
+        return Some(collapsed(diff, df));
+    }
+    Some(t_test(diff, (var / n as f64).sqrt(), df))
+}
+
+fn t_test(diff: f64, se: f64, df: f64) -> TTest {
     let t = diff / se;
-    let p_value = t_two_sided_p(t, df);
     let half = t_quantile(0.975, df) * se;
-    Some(WelchResult {
+    TTest {
         diff,
         se,
         df,
         t,
-        p_value,
+        p_value: t_two_sided_p(t, df),
         ci95: [diff - half, diff + half],
-    })
+    }
+}
+
+/// No spread: the interval is the point, p is 1 for no difference and 0 for any other.
+fn collapsed(diff: f64, df: f64) -> TTest {
+    let (t, p_value) = if diff == 0.0 {
+        (0.0, 1.0)
+    } else {
+        (diff.signum() * f64::INFINITY, 0.0)
+    };
+    TTest {
+        diff,
+        se: 0.0,
+        df,
+        t,
+        p_value,
+        ci95: [diff, diff],
+    }
+}
+
+/// Holm–Bonferroni adjusted p-values, in the input's order: sort ascending, multiply the k-th
+/// smallest (k from 0) by m − k, carry the running maximum so the order is kept, cap at 1.
+pub fn holm(p: &[f64]) -> Vec<f64> {
+    let m = p.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&i, &j| p[i].total_cmp(&p[j]));
+    let mut adjusted = vec![0.0; m];
+    let mut running = 0.0f64;
+    for (k, &i) in order.iter().enumerate() {
+        running = running.max(((m - k) as f64 * p[i]).min(1.0));
+        adjusted[i] = running;
+    }
+    adjusted
 }
 
 /// Percentile bootstrap 95% interval of mean(a) − mean(b): each iteration resamples both groups
@@ -81,7 +129,7 @@ pub fn welch(a: &[f64], b: &[f64]) -> Option<WelchResult> {
 /// `None` when either group is empty or `iters` is 0.
 ///
 /// With 3 seeds a bootstrap understates the spread (it can only recombine the values it saw);
-/// the report uses Welch, and this is here for larger seed counts and as a cross-check.
+/// the report uses a t interval, and this is here for larger seed counts and as a cross-check.
 pub fn bootstrap_diff_ci(a: &[f64], b: &[f64], iters: usize, seed: u64) -> Option<[f64; 2]> {
     if a.is_empty() || b.is_empty() || iters == 0 {
         return None;
@@ -101,77 +149,152 @@ pub fn bootstrap_diff_ci(a: &[f64], b: &[f64], iters: usize, seed: u64) -> Optio
     ])
 }
 
-/// Compare `a` against `b` on test top-1 (percent): Welch interval and the verdict sentence.
-pub fn compare(a_name: &str, a: &[f64], b_name: &str, b: &[f64]) -> Comparison {
-    compare_on("test_top1", "points", a_name, a, b_name, b)
+/// One side of a comparison: a variant's name and its runs as (seed, value).
+#[derive(Clone, Copy, Debug)]
+pub struct Side<'a> {
+    pub name: &'a str,
+    pub runs: &'a [(u64, f64)],
 }
 
-/// [`compare`] on any metric; `unit` names the difference's unit in the sentence ("points").
-pub fn compare_on(
-    metric: &str,
-    unit: &str,
-    a_name: &str,
-    a: &[f64],
-    b_name: &str,
-    b: &[f64],
-) -> Comparison {
-    let (na, nb) = (a.len(), b.len());
-    let mut c = Comparison {
-        a: a_name.to_string(),
-        b: b_name.to_string(),
-        metric: metric.to_string(),
-        diff: 0.0,
-        ci95: None,
-        method: "welch-t".to_string(),
-        p_value: None,
-        n_a: na,
-        n_b: nb,
-        beyond_noise: false,
-        sentence: String::new(),
-    };
-    if na == 0 || nb == 0 {
-        c.sentence = format!("{a_name} vs {b_name}: nothing to compare ({na} and {nb} runs).");
-        return c;
-    }
-    c.diff = mean_var(a).0 - mean_var(b).0;
-    let verb = if c.diff > 0.0 {
-        "beats"
-    } else if c.diff < 0.0 {
-        "trails"
-    } else {
-        "ties with"
-    };
-    let seeds = if na == nb {
-        format!("{na} seeds each")
-    } else {
-        format!("{na} and {nb} seeds")
-    };
-    match welch(a, b) {
-        None => {
-            c.sentence = format!(
-                "{a_name} {verb} {b_name} by {:+.2} {unit} ({seeds}): too few seeds for an \
-                 interval (need at least 2 per variant).",
-                c.diff
-            );
-        }
-        Some(w) => {
-            let [lo, hi] = w.ci95;
-            c.ci95 = Some(w.ci95);
-            c.p_value = Some(w.p_value);
-            c.beyond_noise = lo > 0.0 || hi < 0.0;
-            let verdict = if c.beyond_noise {
-                "beyond noise."
+/// Compare `a` against `b` on test top-1 (percent), as a family of one comparison.
+pub fn compare(a_name: &str, a: &[(u64, f64)], b_name: &str, b: &[(u64, f64)]) -> Comparison {
+    let pair = (
+        Side {
+            name: a_name,
+            runs: a,
+        },
+        Side {
+            name: b_name,
+            runs: b,
+        },
+    );
+    compare_all("test_top1", "points", &[pair]).remove(0)
+}
+
+/// Compare each (a, b) on `metric` (`unit` names the difference's unit in the sentence,
+/// "points"): a paired t-test where both sides ran the same seeds, Welch's otherwise, the
+/// p-values Holm-adjusted over the comparisons that have one, and the verdict sentence.
+pub fn compare_all(metric: &str, unit: &str, pairs: &[(Side, Side)]) -> Vec<Comparison> {
+    let tests: Vec<(TestMethod, Option<TTest>)> = pairs
+        .iter()
+        .map(|(a, b)| test_pair(a.runs, b.runs))
+        .collect();
+    let p: Vec<f64> = tests
+        .iter()
+        .filter_map(|(_, t)| t.map(|t| t.p_value))
+        .collect();
+    let mut adjusted = holm(&p).into_iter();
+    let m = p.len();
+    pairs
+        .iter()
+        .zip(tests)
+        .map(|((a, b), (method, test))| {
+            let values = |s: &Side| s.runs.iter().map(|r| r.1).collect::<Vec<f64>>();
+            let (xa, xb) = (values(a), values(b));
+            let (na, nb) = (xa.len(), xb.len());
+            let mut c = Comparison {
+                a: a.name.to_string(),
+                b: b.name.to_string(),
+                metric: metric.to_string(),
+                diff: 0.0,
+                ci95: None,
+                method,
+                p_value: None,
+                p_adjusted: None,
+                adjusted_over: 0,
+                n_a: na,
+                n_b: nb,
+                beyond_noise: false,
+                sentence: String::new(),
+            };
+            if na == 0 || nb == 0 {
+                c.sentence = format!(
+                    "{} vs {}: nothing to compare ({na} and {nb} runs).",
+                    a.name, b.name
+                );
+                return c;
+            }
+            c.diff = mean_var(&xa).0 - mean_var(&xb).0;
+            let verb = if c.diff > 0.0 {
+                "beats"
+            } else if c.diff < 0.0 {
+                "trails"
             } else {
-                "within noise (the interval includes 0)."
+                "ties with"
+            };
+            let head = format!("{} {verb} {} by {:+.2} {unit}", a.name, b.name, c.diff);
+            let seeds = if na == nb {
+                format!("{na} seed{} each", if na == 1 { "" } else { "s" })
+            } else {
+                format!("{na} and {nb} seeds")
+            };
+            let Some(t) = test else {
+                c.sentence = format!(
+                    "{head} ({seeds}): too few seeds for an interval (need at least 2 per variant)."
+                );
+                return c;
+            };
+            let p_adj = adjusted.next().expect("one adjusted p per test");
+            let [lo, hi] = t.ci95;
+            c.ci95 = Some(t.ci95);
+            c.p_value = Some(t.p_value);
+            c.p_adjusted = Some(p_adj);
+            c.adjusted_over = m;
+            c.beyond_noise = p_adj < 0.05;
+            let test_words = match method {
+                TestMethod::PairedT => format!("paired t over {na} seeds"),
+                TestMethod::WelchT => format!("Welch t, {seeds}"),
+            };
+            let adjustment = if m == 1 {
+                "a single comparison, nothing to adjust".to_string()
+            } else {
+                format!("Holm-adjusted {} over {m} comparisons", p_phrase(p_adj))
+            };
+            let verdict = if c.beyond_noise {
+                "beyond noise.".to_string()
+            } else if lo > 0.0 || hi < 0.0 {
+                format!(
+                    "within noise once corrected for {m} comparisons (the interval alone excludes 0)."
+                )
+            } else {
+                "within noise (the interval includes 0).".to_string()
             };
             c.sentence = format!(
-                "{a_name} {verb} {b_name} by {:+.2} {unit} (95% CI {lo:+.2} to {hi:+.2}, \
-                 Welch t, {seeds}): {verdict}",
-                c.diff
+                "{head} (95% CI {lo:+.2} to {hi:+.2}; {test_words}, {}, {adjustment}): {verdict}",
+                p_phrase(t.p_value)
             );
-        }
+            c
+        })
+        .collect()
+}
+
+/// Paired when both sides ran exactly the same seeds, each once: the differences are then taken
+/// seed by seed. Otherwise Welch on the two samples.
+fn test_pair(a: &[(u64, f64)], b: &[(u64, f64)]) -> (TestMethod, Option<TTest>) {
+    let sorted = |x: &[(u64, f64)]| {
+        let mut x = x.to_vec();
+        x.sort_by_key(|r| r.0);
+        x
+    };
+    let (a, b) = (sorted(a), sorted(b));
+    let unique = |x: &[(u64, f64)]| x.windows(2).all(|w| w[0].0 != w[1].0);
+    let same_seeds = a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x.0 == y.0) && unique(&a);
+    if same_seeds {
+        let d: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x.1 - y.1).collect();
+        (TestMethod::PairedT, paired(&d))
+    } else {
+        let values = |x: &[(u64, f64)]| x.iter().map(|r| r.1).collect::<Vec<f64>>();
+        (TestMethod::WelchT, welch(&values(&a), &values(&b)))
     }
-    c
+}
+
+/// "p = 0.012", or "p < 0.001" where three decimals would print a misleading 0.
+fn p_phrase(p: f64) -> String {
+    if p < 0.001 {
+        "p < 0.001".to_string()
+    } else {
+        format!("p = {p:.3}")
+    }
 }
 
 /// Project `rows` (one feature vector per point) on their top two principal components.
@@ -556,26 +679,171 @@ mod tests {
         close(quantile_sorted(&s, 0.975), 9.75, 1e-12);
     }
 
+    /// (seed, value) runs with seeds 0, 1, 2, …
+    fn runs(xs: &[f64]) -> Vec<(u64, f64)> {
+        xs.iter().enumerate().map(|(i, &x)| (i as u64, x)).collect()
+    }
+
+    #[test]
+    fn paired_t_hand_computed() {
+        // a = 11, 22, 33 and b = 10, 20, 30 on seeds 0, 1, 2: per-seed d = 1, 2, 3, mean 2, s_d = 1,
+        // se = 1/√3 = 0.5773503, t = 2√3 = 3.4641016, df = 2.
+        // df = 2 closed form: p = 1 − |t|/sqrt(2 + t²) = 1 − 3.4641016/√14 = 0.0741799;
+        // CI = 2 ± 4.3026527·0.5773503 = 2 ± 2.4841377.
+        let t = paired(&[1.0, 2.0, 3.0]).unwrap();
+        close(t.diff, 2.0, 1e-12);
+        close(t.se, 1.0 / 3f64.sqrt(), 1e-12);
+        close(t.df, 2.0, 0.0);
+        close(t.t, 2.0 * 3f64.sqrt(), 1e-12);
+        close(t.p_value, 1.0 - 2.0 * 3f64.sqrt() / 14f64.sqrt(), 1e-10);
+        close(t.p_value, 0.074_179_9, 1e-7);
+        close(t.ci95[0], 2.0 - 2.484_137_7, 1e-6);
+        close(t.ci95[1], 2.0 + 2.484_137_7, 1e-6);
+        assert!(paired(&[1.0]).is_none());
+        // Every seed gains the same: no spread, the interval is the point.
+        let flat = paired(&[0.5, 0.5]).unwrap();
+        assert_eq!((flat.p_value, flat.ci95, flat.df), (0.0, [0.5, 0.5], 1.0));
+
+        // The same runs through compare: paired by seed. Unpaired, the seeds' shared level
+        // (10, 20, 30) would swamp the difference: Welch's se² = 121/3 + 100/3, p > 0.8.
+        let c = compare(
+            "a",
+            &runs(&[11.0, 22.0, 33.0]),
+            "b",
+            &runs(&[10.0, 20.0, 30.0]),
+        );
+        assert_eq!(c.method, TestMethod::PairedT);
+        close(c.p_value.unwrap(), 0.074_179_9, 1e-7);
+        let [lo, hi] = c.ci95.unwrap();
+        close(lo, -0.484_137_7, 1e-6);
+        close(hi, 4.484_137_7, 1e-6);
+        assert!(
+            welch(&[11.0, 22.0, 33.0], &[10.0, 20.0, 30.0])
+                .unwrap()
+                .p_value
+                > 0.8
+        );
+    }
+
+    #[test]
+    fn runs_pair_by_seed_value_not_position() {
+        // b lists the same seeds in another order; paired by position the differences would be
+        // 33 − 10, 11 − 20, 22 − 30.
+        let a = [(2, 33.0), (0, 11.0), (1, 22.0)];
+        let b = [(0, 10.0), (1, 20.0), (2, 30.0)];
+        let c = compare("a", &a, "b", &b);
+        assert_eq!(c.method, TestMethod::PairedT);
+        close(c.p_value.unwrap(), 0.074_179_9, 1e-7);
+        // Seeds that do not match: nothing pairs the runs, Welch on the two samples.
+        let c = compare("a", &[(0, 11.0), (1, 22.0), (3, 33.0)], "b", &b);
+        assert_eq!(c.method, TestMethod::WelchT);
+        close(
+            c.p_value.unwrap(),
+            welch(&[11.0, 22.0, 33.0], &[10.0, 20.0, 30.0])
+                .unwrap()
+                .p_value,
+            1e-15,
+        );
+        assert!(
+            c.sentence.contains("Welch t, 3 seeds each"),
+            "{}",
+            c.sentence
+        );
+        let c = compare("a", &runs(&[1.0, 2.0]), "b", &runs(&[1.0, 2.0, 4.0]));
+        assert_eq!(c.method, TestMethod::WelchT);
+        assert!(
+            c.sentence.contains("Welch t, 2 and 3 seeds"),
+            "{}",
+            c.sentence
+        );
+    }
+
+    #[test]
+    fn holm_known_example() {
+        // p = 0.01, 0.04, 0.03, 0.005 (m = 4). Sorted: 0.005·4 = 0.02, 0.01·3 = 0.03,
+        // 0.03·2 = 0.06, 0.04·1 = 0.04 → raised to the running max 0.06. In input order:
+        // 0.03, 0.06, 0.06, 0.02 (R: p.adjust(c(.01, .04, .03, .005), "holm")).
+        let adj = holm(&[0.01, 0.04, 0.03, 0.005]);
+        for (got, want) in adj.iter().zip([0.03, 0.06, 0.06, 0.02]) {
+            close(*got, want, 1e-15);
+        }
+        // Capped at 1; ties share a value; one p is left as it is; none gives none.
+        assert_eq!(holm(&[0.5, 0.6]), vec![1.0, 1.0]);
+        assert_eq!(holm(&[0.02, 0.02]), vec![0.04, 0.04]);
+        assert_eq!(holm(&[0.3]), vec![0.3]);
+        assert!(holm(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_family_is_adjusted_together() {
+        // d = 1.8, 2.8, 3.8: t = 2.8√3 = 4.8497423, p = 1 − t/sqrt(2 + t²) = 0.0399843;
+        // d = 1, 2, 3: p = 0.0741799 (above). Holm over m = 2: 0.0399843·2 = 0.0799687, then
+        // max(0.0741799·1, 0.0799687) = 0.0799687 for both. The 1-seed pair has no p and is not
+        // counted in m.
+        let base = runs(&[10.0, 20.0, 30.0]);
+        let tight = runs(&[11.8, 22.8, 33.8]);
+        let loose = runs(&[11.0, 22.0, 33.0]);
+        let one = runs(&[12.0]);
+        let side = |name, runs| Side { name, runs };
+        let cs = compare_all(
+            "test_top1",
+            "points",
+            &[
+                (side("tight", &tight), side("base", &base)),
+                (side("one", &one), side("base", &base)),
+                (side("loose", &loose), side("base", &base)),
+            ],
+        );
+        close(cs[0].p_value.unwrap(), 0.039_984_3, 1e-7);
+        close(cs[0].p_adjusted.unwrap(), 0.079_968_7, 1e-7);
+        close(cs[2].p_adjusted.unwrap(), 0.079_968_7, 1e-7);
+        assert_eq!((cs[0].adjusted_over, cs[2].adjusted_over), (2, 2));
+        assert_eq!((cs[1].p_adjusted, cs[1].adjusted_over), (None, 0));
+        // The tight interval excludes 0 (2.8 ± 2.4841377 = [+0.32, +5.28]), yet after the
+        // correction the gain is not claimed.
+        assert!(!cs[0].beyond_noise);
+        assert_eq!(
+            cs[0].sentence,
+            "tight beats base by +2.80 points (95% CI +0.32 to +5.28; paired t over 3 seeds, \
+             p = 0.040, Holm-adjusted p = 0.080 over 2 comparisons): within noise once corrected \
+             for 2 comparisons (the interval alone excludes 0)."
+        );
+        // Alone, the same comparison is beyond noise.
+        let c = compare("tight", &tight, "base", &base);
+        assert!(c.beyond_noise);
+        assert_eq!((c.p_adjusted, c.adjusted_over), (c.p_value, 1));
+    }
+
     #[test]
     fn compare_sentences() {
-        // makd 81,82,83 vs baseline 79,80,81: diff +2, se = sqrt(2/3), df 4 → CI 2 ± 2.2669578
-        // = [−0.27, +4.27]: includes 0.
-        let c = compare("makd", &[81.0, 82.0, 83.0], "baseline", &[79.0, 80.0, 81.0]);
+        let c = compare(
+            "makd",
+            &runs(&[11.0, 22.0, 33.0]),
+            "baseline",
+            &runs(&[10.0, 20.0, 30.0]),
+        );
         assert_eq!(
             c.sentence,
-            "makd beats baseline by +2.00 points (95% CI -0.27 to +4.27, Welch t, 3 seeds \
-             each): within noise (the interval includes 0)."
+            "makd beats baseline by +2.00 points (95% CI -0.48 to +4.48; paired t over 3 seeds, \
+             p = 0.074, a single comparison, nothing to adjust): within noise (the interval \
+             includes 0)."
         );
         assert!(!c.beyond_noise);
         assert_eq!((c.n_a, c.n_b, c.metric.as_str()), (3, 3, "test_top1"));
 
-        // Tighter seeds: 82.0, 82.1, 82.2 vs 80.0, 80.1, 80.2: var 0.01 each, se = 0.0816497,
-        // half = 2.776445·0.0816497 = 0.2266958 → [+1.77, +2.23].
-        let c = compare("makd", &[82.0, 82.1, 82.2], "baseline", &[80.0, 80.1, 80.2]);
+        // makd 82.0, 82.1, 82.2 vs 80.0, 80.1, 80.2 (Welch: the seeds differ): var 0.01 each,
+        // se = 0.0816497, df = 4, half = 2.776445·0.0816497 = 0.2266958 → [+1.77, +2.23];
+        // t = 2/0.0816497 = 24.49490, p < 0.001.
+        let c = compare(
+            "makd",
+            &[(0, 82.0), (1, 82.1), (2, 82.2)],
+            "baseline",
+            &[(3, 80.0), (4, 80.1), (5, 80.2)],
+        );
         assert_eq!(
             c.sentence,
-            "makd beats baseline by +2.00 points (95% CI +1.77 to +2.23, Welch t, 3 seeds \
-             each): beyond noise."
+            "makd beats baseline by +2.00 points (95% CI +1.77 to +2.23; Welch t, 3 seeds each, \
+             p < 0.001, a single comparison, nothing to adjust): beyond noise."
         );
         assert!(c.beyond_noise);
         let [lo, hi] = c.ci95.unwrap();
@@ -584,9 +852,9 @@ mod tests {
 
         let c = compare(
             "random-target",
-            &[78.0, 78.1],
+            &runs(&[78.0, 78.1]),
             "baseline",
-            &[80.0, 80.1, 80.2],
+            &runs(&[80.0, 80.1, 80.2]),
         );
         assert!(c
             .sentence
@@ -594,13 +862,18 @@ mod tests {
         assert!(c.sentence.contains("2 and 3 seeds"));
         assert!(c.beyond_noise);
 
-        let c = compare("makd", &[82.0], "baseline", &[80.0, 80.5]);
+        let c = compare("makd", &runs(&[82.0]), "baseline", &runs(&[80.0, 80.5]));
         assert_eq!(
             c.sentence,
             "makd beats baseline by +1.75 points (1 and 2 seeds): too few seeds for an \
              interval (need at least 2 per variant)."
         );
         assert_eq!((c.ci95, c.p_value, c.beyond_noise), (None, None, false));
+        let c = compare("makd", &[], "baseline", &runs(&[80.0]));
+        assert_eq!(
+            c.sentence,
+            "makd vs baseline: nothing to compare (0 and 1 runs)."
+        );
     }
 
     #[test]

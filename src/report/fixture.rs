@@ -3,7 +3,7 @@
 //! embedding (made by the real PCA from clustered 32-D features).
 
 use crate::experiment::results::*;
-use crate::experiment::stats::{compare, pca_2d};
+use crate::experiment::stats::{compare_all, pca_2d, Side};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -105,12 +105,19 @@ pub(crate) fn results() -> ExperimentResults {
             runs,
         });
     }
-    let top1 = |i: usize| -> Vec<f64> { variants[i].runs.iter().map(|r| r.test_top1).collect() };
-    let comparisons = vec![
-        compare("makd", &top1(1), "baseline", &top1(0)),
-        compare("makd", &top1(1), "random-target", &top1(2)),
-        compare("random-target", &top1(2), "baseline", &top1(0)),
-    ];
+    let top1: Vec<Vec<(u64, f64)>> = variants
+        .iter()
+        .map(|v| v.runs.iter().map(|r| (r.seed, r.test_top1)).collect())
+        .collect();
+    let side = |i: usize| Side {
+        name: &variants[i].name,
+        runs: &top1[i],
+    };
+    let comparisons = compare_all(
+        "test_top1",
+        "points",
+        &[(side(1), side(0)), (side(1), side(2)), (side(2), side(0))],
+    );
 
     let examples = [
         (17usize, "Coat", 0usize),

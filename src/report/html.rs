@@ -101,16 +101,9 @@ pub(super) fn render(r: &ExperimentResults, plots: &[Plot], text_in_plots: bool)
         let _ = writeln!(s, "<h2>Is the difference beyond noise?</h2>");
         for c in &r.comparisons {
             let class = if c.beyond_noise { "beyond" } else { "within" };
-            let p = c
-                .p_value
-                .map(|p| format!(" Welch p = {p:.3}."))
-                .unwrap_or_default();
-            let _ = writeln!(
-                s,
-                "<p class=\"verdict {class}\">{}{p}</p>",
-                esc(&c.sentence)
-            );
+            let _ = writeln!(s, "<p class=\"verdict {class}\">{}</p>", esc(&c.sentence));
         }
+        let _ = writeln!(s, "<p>{}</p>", esc(super::VERDICT_NOTE));
     }
 
     if !plots.is_empty() {

@@ -70,15 +70,9 @@ pub(super) fn render(r: &ExperimentResults, plots: &[Plot], text_in_plots: bool)
     if !r.comparisons.is_empty() {
         let _ = writeln!(s, "\n## Is the difference beyond noise?\n");
         for c in &r.comparisons {
-            match c.p_value {
-                Some(p) => {
-                    let _ = writeln!(s, "- {} Welch p = {p:.3}.", c.sentence);
-                }
-                None => {
-                    let _ = writeln!(s, "- {}", c.sentence);
-                }
-            }
+            let _ = writeln!(s, "- {}", c.sentence);
         }
+        let _ = writeln!(s, "\n{}", super::VERDICT_NOTE);
     }
 
     if !plots.is_empty() {

@@ -178,6 +178,12 @@ pub(crate) fn example_questions(r: &ExperimentResults) -> Vec<usize> {
     seen
 }
 
+/// Under the verdicts: how to read them.
+pub(crate) const VERDICT_NOTE: &str = "Each comparison is on test top-1. Runs of the same seed \
+    are paired (paired t on the per-seed differences); where the seeds differ, Welch's t. \
+    \"Beyond noise\" means the Holm-adjusted p is below 0.05, which holds the chance of any false \
+    claim in this report at 5%; the 95% intervals are per comparison.";
+
 /// Said in place of the plots' missing labels when no font was found.
 pub(crate) const NO_FONT_NOTE: &str = "The plots have no text: no font was found. Install \
     fonts-dejavu-core (Debian/Ubuntu) or set MAKD_FONT to a .ttf file and render again.";

@@ -112,8 +112,18 @@ fn report_numbers_come_from_results_json() {
     for c in &back.comparisons {
         assert!(md.contains(&c.sentence), "{}", c.sentence);
         assert!(html.contains(&c.sentence), "{}", c.sentence);
-        let p = format!("Welch p = {:.3}.", c.p_value.unwrap());
-        assert!(md.contains(&p) && html.contains(&p));
+        // The sentence carries the test and both p-values, as results.json has them.
+        let p = format!(
+            "p = {:.3}, Holm-adjusted p = {:.3} over 3",
+            c.p_value.unwrap(),
+            c.p_adjusted.unwrap()
+        );
+        assert!(c.sentence.contains(&p), "{} lacks {p}", c.sentence);
+        assert!(
+            c.sentence.contains("paired t over 3 seeds"),
+            "{}",
+            c.sentence
+        );
     }
     // Every example question's full text is listed under the plot.
     for e in &back.examples {
