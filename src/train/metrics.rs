@@ -165,7 +165,9 @@ mod tests {
         let c = 3;
         let nan = f32::NAN;
         // All NaN; NaN at the label only; NaN elsewhere in a row whose label is the largest.
-        let logits = [nan, nan, nan, /**/ 0.1, nan, 0.2, /**/ 5.0, nan, 1.0];
+        let logits = [
+            nan, nan, nan, /**/ 0.1, nan, 0.2, /**/ 5.0, nan, 1.0,
+        ];
         let labels = [0, 1, 0];
         for k in 1..=3 {
             assert_eq!(topk_correct(&logits, c, &labels, k), 0, "k = {k}");
