@@ -82,3 +82,67 @@ fn bad_images_in_an_imagefolder_are_named() {
     );
     assert!(err.contains("bad-files"), "{err}");
 }
+
+/// `--fresh` deletes only a run dir's own files: a directory that is not a run dir is refused
+/// (before any dataset is opened) and keeps its files; an empty one is fine to use.
+#[test]
+fn fresh_refuses_a_directory_that_is_not_a_run_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("photos");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("holiday.txt"), "keep me").unwrap();
+    // Even a config.toml alone does not make it a run dir.
+    std::fs::write(dir.join("config.toml"), "mine").unwrap();
+    let err = user_error(
+        makd()
+            .args(["train", "--fresh", "--set", "train.epochs=1", "--run-dir"])
+            .arg(&dir),
+    );
+    assert!(
+        err.contains("not a run dir") && err.contains("photos"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("holiday.txt")).unwrap(),
+        "keep me"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("config.toml")).unwrap(),
+        "mine"
+    );
+    assert!(dir.join("sub").is_dir());
+}
+
+/// `makd bench resume --dir` removes its scratch dir before and after: an existing directory
+/// with other files is refused and left alone; a new one is made and removed.
+#[test]
+fn bench_resume_refuses_a_directory_it_did_not_make() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("thesis.tex"), "years of work").unwrap();
+    let bench = |d: &std::path::Path| {
+        let mut c = makd();
+        c.args([
+            "bench",
+            "resume",
+            "--images",
+            "20",
+            "--questions",
+            "3",
+            "--dir",
+        ])
+        .arg(d);
+        c
+    };
+    let err = user_error(&mut bench(&dir));
+    assert!(err.contains("thesis.tex"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("thesis.tex")).unwrap(),
+        "years of work"
+    );
+    let scratch = tmp.path().join("scratch");
+    let out = ok(&mut bench(&scratch));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("60 pairs"));
+    assert!(!scratch.exists());
+}

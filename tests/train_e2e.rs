@@ -243,3 +243,278 @@ fn a_store_for_another_dataset_or_aspect_set_is_refused() {
         "{err}"
     );
 }
+
+fn metrics_lines(run_dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The README's KD journey: a teacher network → `makd eval --split train --logits-out` → a
+/// student with `kd.logits` (examples/fashion-mnist/kd.toml) whose loss carries a KD term.
+#[test]
+fn eval_logits_out_feeds_a_kd_student() {
+    require_fashion_mnist();
+    let tmp = tempfile::tempdir().unwrap();
+    let teacher = tmp.path().join("teacher");
+    ok(&mut small(&teacher, 1));
+
+    // Without --logits-out, --split train scores the run's own training images.
+    let out = ok(makd()
+        .args(["eval", "--json", "--split", "train", "--run-dir"])
+        .arg(&teacher));
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (e["split"].as_str(), e["images"].as_u64()),
+        (Some("train"), Some(1000))
+    );
+    // Chance is 10 %.
+    assert!(e["train_top1"].as_f64().unwrap() > 30.0, "{e}");
+
+    // With it, every image of the full split, written in the documented format.
+    let logits = tmp.path().join("work/teacher.logits");
+    let out = ok(makd()
+        .args(["eval", "--json", "--split", "train", "--run-dir"])
+        .arg(&teacher)
+        .arg("--logits-out")
+        .arg(&logits));
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["images"], 60000);
+    let bytes = std::fs::read(&logits).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    let full =
+        makd::data::open(&"fashion-mnist".parse().unwrap(), makd::data::Split::Train).unwrap();
+    assert_eq!(meta["dataset_fingerprint"], full.fingerprint());
+    let ids: Vec<String> = serde_json::from_str(&meta["image_ids"]).unwrap();
+    assert_eq!(ids.len(), 60000);
+    assert_eq!(
+        (ids[0].as_str(), ids[59999].as_str()),
+        (full.id(0), full.id(59999))
+    );
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("logits").unwrap();
+    assert_eq!(
+        (t.dtype(), t.shape()),
+        (safetensors::Dtype::F32, &[60000, 10][..])
+    );
+    let rows: Vec<f32> = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    // The rows are the class logits in dataset order: their argmax against the labels gives the
+    // top-1 eval printed.
+    let labels: Vec<u32> = (0..full.len()).map(|i| full.label(i) as u32).collect();
+    let correct = makd::train::metrics::topk_correct(&rows, 10, &labels, 1);
+    let top1 = 100.0 * correct as f64 / 60000.0;
+    assert!(
+        (top1 - e["train_top1"].as_f64().unwrap()).abs() < 1e-9,
+        "{top1} vs {e}"
+    );
+
+    let student = tmp.path().join("student");
+    let student_cmd = |run: &Path| {
+        let mut c = makd();
+        c.args([
+            "train",
+            "--config",
+            "examples/fashion-mnist/kd.toml",
+            "--run-dir",
+        ])
+        .arg(run)
+        .args([
+            "--set",
+            "data.train_limit=1000",
+            "--set",
+            "data.test_limit=500",
+        ])
+        .args(["--set", "train.epochs=1", "--set", "train.batch_size=50"]);
+        c
+    };
+    ok(student_cmd(&student)
+        .arg("--set")
+        .arg(format!("kd.logits={}", logits.display())));
+    let m = metrics_lines(&student);
+    let kd = m[0]["train_kd"].as_f64().expect("a train_kd column");
+    assert!(kd.is_finite() && kd > 0.0, "KD term {kd}");
+    // kd.weight = 1: the loss is CE + KD.
+    let (loss, ce) = (
+        m[0]["train_loss"].as_f64().unwrap(),
+        m[0]["train_ce"].as_f64().unwrap(),
+    );
+    assert!(
+        (loss - (ce + kd)).abs() < 1e-3 * loss,
+        "loss {loss} vs CE {ce} + KD {kd}"
+    );
+    // A student without KD has no such column.
+    assert!(metrics_lines(&teacher)[0].get("train_kd").is_none());
+
+    // kd.toml's own path (relative to the config) is the README's work/fmnist-teacher.logits.
+    let cfg = std::fs::read_to_string(repo().join("examples/fashion-mnist/kd.toml")).unwrap();
+    assert!(cfg.contains("logits = \"../../work/fmnist-teacher.logits\""));
+}
+
+/// A score store with pairs no labeling run reached (`--limit`, one shard) is refused for
+/// training unless `aspects.allow_partial = true`; then those pairs are masked and counted in
+/// summary.json. A model trained without the aspect set, evaluated against a test store of
+/// other questions, is refused too (it used to index past the store's mask).
+#[test]
+fn partial_stores_need_allow_partial_and_are_counted() {
+    require_fashion_mnist();
+    let tmp = tempfile::tempdir().unwrap();
+    let limited = tmp.path().join("limited");
+    label_fashion_mnist_table("train", &limited, &["--limit", "20000"]);
+    let shard = tmp.path().join("shard");
+    label_fashion_mnist_table("train", &shard, &["--shard", "0/2"]);
+
+    let train = |run: &Path, store: &Path| {
+        let mut c = small(run, 1);
+        c.arg("--set")
+            .arg(format!("aspects.scores={}", store.display()))
+            .args([
+                "--set",
+                "data.train_limit=300",
+                "--set",
+                "data.test_limit=100",
+            ]);
+        c
+    };
+    let err = user_error(&mut train(&tmp.path().join("a"), &limited));
+    assert!(
+        err.contains("never scored") && err.contains("--limit") && err.contains("allow_partial"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("a/checkpoints").exists());
+    let err = user_error(&mut train(&tmp.path().join("b"), &shard));
+    assert!(
+        err.contains("shard 0/2") && err.contains("makd label merge"),
+        "{err}"
+    );
+
+    let run = tmp.path().join("partial");
+    ok(train(&run, &limited).args(["--set", "aspects.allow_partial=true"]));
+    let s = read_json(&run.join("summary.json"));
+    let t = &s["aspect_targets"];
+    assert_eq!(t["never_scored"], 40000 * 50);
+    assert_eq!(
+        t["ok"].as_u64().unwrap() + t["floored"].as_u64().unwrap(),
+        20000 * 50
+    );
+    assert_eq!(t["missing"], 0);
+    assert_eq!(t["train_pairs"], 300 * 50);
+    // The stratified 300 come from all 60000 images; those past the first 20000 have no targets.
+    let masked = t["masked_train_pairs"].as_u64().unwrap();
+    assert!(
+        masked.is_multiple_of(50) && masked > 0 && masked < 300 * 50,
+        "{masked}"
+    );
+    assert_eq!(s["num_aspects"], 50);
+
+    // A test store of 2 other questions against this model's 50 aspect outputs.
+    let questions = tmp.path().join("q.txt");
+    std::fs::write(
+        &questions,
+        "Does the object have sleeves?\nIs the object worn on the feet?\n",
+    )
+    .unwrap();
+    let two = tmp.path().join("two.json");
+    ok(makd()
+        .args(["aspects", "import"])
+        .arg(&questions)
+        .args(["--dataset", "fashion-mnist", "-o"])
+        .arg(&two));
+    let table: String =
+        std::fs::read_to_string(repo().join("examples/fashion-mnist/aspect_table.csv"))
+            .unwrap()
+            .lines()
+            .map(|l| l.splitn(4, ',').take(3).collect::<Vec<_>>().join(",") + "\n")
+            .collect();
+    let table_path = tmp.path().join("two.csv");
+    std::fs::write(&table_path, table).unwrap();
+    let two_test = tmp.path().join("two-test");
+    ok(makd()
+        .args([
+            "label",
+            "--dataset",
+            "fashion-mnist",
+            "--split",
+            "test",
+            "--aspects",
+        ])
+        .arg(&two)
+        .args(["--backend", "table", "--table"])
+        .arg(&table_path)
+        .arg("--out")
+        .arg(&two_test));
+    let err = user_error(
+        makd()
+            .args(["eval", "--run-dir"])
+            .arg(&run)
+            .arg("--scores")
+            .arg(&two_test),
+    );
+    assert!(
+        err.contains("2 questions") && err.contains("50 aspect outputs"),
+        "{err}"
+    );
+}
+
+/// An ImageFolder whose classes change under a run (a class renamed so it sorts first shifts
+/// every label) is refused by eval, predict and a resume; a resume also refuses changed images.
+#[test]
+fn a_changed_imagefolder_is_refused_by_eval_predict_and_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("data");
+    tiny_imagefolder(&root, &["b", "c"], 6);
+    let run = tmp.path().join("run");
+    let train = || {
+        let mut c = makd();
+        c.args(["train", "--run-dir"])
+            .arg(&run)
+            .arg("--set")
+            .arg(format!("data.dataset=\"imagefolder:{}\"", root.display()))
+            .args(["--set", "transform.size=8", "--set", "train.epochs=1"])
+            .args(["--set", "train.batch_size=4", "--set", "data.workers=1"]);
+        c
+    };
+    ok(&mut train());
+    ok(makd().args(["eval", "--run-dir"]).arg(&run));
+    let img = root.join("test/b/000.png");
+    ok(makd().args(["predict", "--run-dir"]).arg(&run).arg(&img));
+    // The same command again resumes the finished run: fine while the data is the same.
+    ok(&mut train());
+
+    for split in ["train", "test"] {
+        std::fs::rename(root.join(split).join("c"), root.join(split).join("a")).unwrap();
+    }
+    let both_lists = |err: &str| err.contains("[b, c]") && err.contains("[a, b]");
+    let err = user_error(makd().args(["eval", "--run-dir"]).arg(&run));
+    assert!(both_lists(&err) && err.contains("model.json"), "{err}");
+    let err = user_error(makd().args(["predict", "--run-dir"]).arg(&run).arg(&img));
+    assert!(both_lists(&err), "{err}");
+    let err = user_error(&mut train());
+    assert!(both_lists(&err), "{err}");
+
+    // Same classes, one image moved to another class: the labels changed under the run.
+    for split in ["train", "test"] {
+        std::fs::rename(root.join(split).join("a"), root.join(split).join("c")).unwrap();
+    }
+    std::fs::rename(root.join("train/b/000.png"), root.join("train/c/100.png")).unwrap();
+    let err = user_error(&mut train());
+    assert!(
+        err.contains("train split changed") && err.contains("fingerprint"),
+        "{err}"
+    );
+
+    // --fresh starts over in a run dir; a file the user put there stays.
+    std::fs::write(run.join("notes.txt"), "mine").unwrap();
+    ok(train().arg("--fresh"));
+    assert_eq!(
+        std::fs::read_to_string(run.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    assert_eq!(metrics_lines(&run).len(), 1);
+}

@@ -1,9 +1,11 @@
-//! `makd eval`: evaluate a run dir's checkpoint on every test image.
+//! `makd eval`: evaluate a run dir's checkpoint on a split, and optionally cache its class logits
+//! for a KD student (`kd.logits`).
 
 use anyhow::Result;
 use makd::data::transform::Transform;
+use makd::data::Split;
 use makd::train::checkpoint;
-use makd::train::targets::Targets;
+use makd::train::kd::TeacherLogits;
 use makd::train::trainer::{self, RunDir};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,14 +18,17 @@ pub struct Args {
     /// Which checkpoint: `last` (the run's final weights) or `best`.
     #[arg(long, default_value = "last")]
     checkpoint: String,
-    /// Score store of the test images, for aspect metrics (default: the run's aspects.test_scores).
+    /// Score store of the evaluated split, for aspect metrics (default: the run's
+    /// aspects.test_scores for `--split test`, aspects.scores for `--split train`).
     #[arg(long)]
     scores: Option<PathBuf>,
     /// Split to evaluate: `test` (default) or `train` (e.g. with --logits-out for a KD teacher).
+    /// Without --logits-out the run's own images of it (data.test_limit / data.train_limit).
     #[arg(long, default_value = "test")]
-    split: makd::data::Split,
-    /// Also write the class logits of every image of the (full) split to this file, for use as
-    /// `kd.logits` when this run is the teacher network of a KD student.
+    split: Split,
+    /// Also write the class logits of every image of the full split to this file (safetensors,
+    /// see README: KD logits), for use as `kd.logits` when this run is the teacher network of a
+    /// KD student. The whole split is scored, so any student's subset of it is covered.
     #[arg(long)]
     logits_out: Option<PathBuf>,
     /// Print the result as JSON.
@@ -37,41 +42,63 @@ pub fn run(args: Args) -> Result<()> {
     // The directory the weights came from (`<name>.old` after a crash mid-save).
     let ckpt_dir = checkpoint::existing(&run_dir.checkpoint(&args.checkpoint))
         .unwrap_or_else(|| run_dir.checkpoint(&args.checkpoint));
-    let ds = trainer::open_datasets(&cfg)?;
+    let datasets = trainer::open_datasets(&cfg)?;
+    info.check_classes(datasets.train.classes(), &run_dir.root)?;
+    let split = args.split;
+    let full = datasets.full(split).clone();
+    let ds = match &args.logits_out {
+        Some(_) => full.clone(),
+        None => datasets.used(split).clone(),
+    };
     let q = info.num_aspects;
-    let scores = args.scores.or(cfg.aspects.test_scores.clone());
+    let scores = args.scores.clone().or(match split {
+        Split::Test => cfg.aspects.test_scores.clone(),
+        Split::Train => cfg.aspects.scores.clone(),
+    });
     let targets = match &scores {
-        Some(p) if q > 0 => {
-            let full_test = makd::data::open(&cfg.data.dataset, makd::data::Split::Test)?;
-            let (store, _) =
-                trainer::open_store(p, cfg.aspects.aspects.as_deref(), full_test.as_ref())?;
-            Some(Targets::from_store(
-                &store,
-                ds.test.as_ref(),
-                &p.display().to_string(),
-            )?)
-        }
+        Some(p) if q > 0 => Some(trainer::open_targets(
+            p,
+            cfg.aspects.aspects.as_deref(),
+            full.as_ref(),
+            ds.as_ref(),
+            &info.question_ids(),
+        )?),
         _ => None,
     };
     let transform = Arc::new(Transform::new(cfg.transform.clone())?);
     let r = trainer::evaluate(
         &model,
-        ds.test.clone(),
+        ds.clone(),
         &transform,
         cfg.train.eval_batch_size,
         cfg.data.workers,
         targets.as_ref(),
-        false,
+        args.logits_out.is_some(),
     )?;
+    if let (Some(path), Some(outputs)) = (&args.logits_out, &r.outputs) {
+        let c = info.classes.len();
+        let class_logits: Vec<Vec<f32>> = outputs.iter().map(|row| row[..c].to_vec()).collect();
+        TeacherLogits::save(path, ds.as_ref(), &class_logits)?;
+        eprintln!(
+            "wrote the class logits of {} {split} images to {}",
+            class_logits.len(),
+            path.display()
+        );
+    }
     if args.json {
-        let v = serde_json::json!({
-            "checkpoint": ckpt_dir, "images": r.images, "test_loss": r.loss, "test_top1": r.top1, "test_top5": r.top5,
-            "aspects": r.aspects,
+        let key = |name: &str| format!("{split}_{name}");
+        let mut v = serde_json::json!({
+            "checkpoint": ckpt_dir, "split": split, "images": r.images, "aspects": r.aspects,
+            "logits_out": args.logits_out,
         });
+        let o = v.as_object_mut().expect("an object");
+        o.insert(key("loss"), r.loss.into());
+        o.insert(key("top1"), r.top1.into());
+        o.insert(key("top5"), r.top5.into());
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "{} images: top-1 {:.2}%  top-5 {:.2}%  loss {:.4}",
+            "{split}: {} images: top-1 {:.2}%  top-5 {:.2}%  loss {:.4}",
             r.images, r.top1, r.top5, r.loss
         );
         if let Some(a) = &r.aspects {

@@ -2,6 +2,8 @@
 
 use anyhow::Result;
 use makd::data::transform::Transform;
+use makd::data::{DatasetSource, DatasetSpec, Split};
+use makd::train::trainer::ModelInfo;
 use makd::train::trainer::{self, RunDir};
 use rand::SeedableRng;
 use std::path::PathBuf;
@@ -28,6 +30,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let run_dir = RunDir::new(&args.run_dir);
     let (cfg, info, model) = trainer::load_run(&run_dir, &args.checkpoint)?;
+    check_dataset_classes(&cfg.data.dataset, &info, &run_dir)?;
     let dev = model.device.clone();
     let c = info.classes.len();
     let transform = Transform::new(cfg.transform.clone())?;
@@ -85,6 +88,24 @@ pub fn run(args: Args) -> Result<()> {
                 println!("  {answer} {:.2}  {text}", p);
             }
         }
+    }
+    Ok(())
+}
+
+/// The class names printed are model.json's. When the run's dataset is here, its classes must
+/// still be those: a class added, removed or renamed since means the run dir and the data
+/// disagree, and the names a user reads back may not be the ones the model was trained on.
+/// Predicting needs only the run dir, so a dataset that cannot be opened is skipped with a note;
+/// the built-in Fashion-MNIST has fixed class names and is not opened (it may download).
+fn check_dataset_classes(spec: &DatasetSpec, info: &ModelInfo, run_dir: &RunDir) -> Result<()> {
+    if matches!(spec.source, DatasetSource::FashionMnist(None)) {
+        return Ok(());
+    }
+    match makd::data::open(spec, Split::Test) {
+        Ok(ds) => info.check_classes(ds.classes(), &run_dir.root)?,
+        Err(e) => makd::progress::log(format!(
+            "class names from model.json (the run's dataset {spec} cannot be opened to check them: {e})"
+        )),
     }
     Ok(())
 }

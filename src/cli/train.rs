@@ -17,7 +17,9 @@ pub struct Args {
     /// Override a config value, e.g. --set train.epochs=5 --set optim.lr=0.05 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
-    /// Delete whatever is in the run dir and start over.
+    /// Start over: delete the run's files in the run dir (config.toml, model.json, metrics.jsonl,
+    /// summary.json, checkpoints/; other files stay). A directory that exists and is not a run
+    /// dir (nor empty) is refused and left untouched.
     #[arg(long)]
     fresh: bool,
     /// Print summary.json to stdout when done.

@@ -53,6 +53,24 @@ pub fn save(dir: &Path, varmap: &VarMap, opt: &Optimizer, state: &State) -> Resu
     Ok(())
 }
 
+/// The checkpoints at the end of an epoch: `best` (when this epoch improved on the best) and
+/// `last`. `best` is written first because `last` is what a resume trusts: once `last` says epoch
+/// e is done and names e as the best, `best` already holds epoch e. A crash between the two leaves
+/// `last` at epoch e − 1, so the resume trains epoch e again and rewrites `best`.
+pub fn save_epoch(
+    last: &Path,
+    best: &Path,
+    varmap: &VarMap,
+    opt: &Optimizer,
+    state: &State,
+    improved: bool,
+) -> Result<()> {
+    if improved {
+        save(best, varmap, opt, state)?;
+    }
+    save(last, varmap, opt, state)
+}
+
 /// The checkpoint dir to read: `dir`, or `dir.old` when a crash hit between the two renames.
 pub fn existing(dir: &Path) -> Option<PathBuf> {
     if dir.join("state.json").exists() {
@@ -96,4 +114,62 @@ fn with_suffix(dir: &Path, suffix: &str) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     dir.with_file_name(format!("{name}.{suffix}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::optim::OptimConfig;
+    use candle_core::{DType, Device};
+
+    fn model() -> (VarMap, Optimizer) {
+        let varmap = VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        vb.get_with_hints(3, "w", candle_nn::Init::Const(0.5))
+            .unwrap();
+        let params = varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        let opt = Optimizer::new(OptimConfig::default(), params);
+        (varmap, opt)
+    }
+
+    /// A failure while `last` is saved (a crash between the two saves) must find `best` already
+    /// written: `last` never names a best epoch that `best/` does not hold.
+    #[test]
+    fn best_is_written_before_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let (last, best) = (dir.path().join("last"), dir.path().join("best"));
+        let (varmap, opt) = model();
+        let epoch1 = State {
+            epoch: 1,
+            best_epoch: 1,
+            ..State::default()
+        };
+        save_epoch(&last, &best, &varmap, &opt, &epoch1, true).unwrap();
+        // Saving `last` for epoch 2 fails: its temp dir cannot be made (a file blocks it).
+        std::fs::write(dir.path().join("last.tmp"), b"in the way").unwrap();
+        let epoch2 = State {
+            epoch: 2,
+            best_epoch: 2,
+            ..State::default()
+        };
+        assert!(save_epoch(&last, &best, &varmap, &opt, &epoch2, true).is_err());
+        let read = |d: &Path| -> State { files::read_json(&d.join("state.json"), "").unwrap() };
+        assert_eq!(read(&best).epoch, 2, "best/ written before last/");
+        assert_eq!(read(&last).epoch, 1, "last/ keeps the previous epoch");
+        // Not improved: best/ stays as it was.
+        std::fs::remove_file(dir.path().join("last.tmp")).unwrap();
+        let epoch3 = State {
+            epoch: 3,
+            best_epoch: 2,
+            ..State::default()
+        };
+        save_epoch(&last, &best, &varmap, &opt, &epoch3, false).unwrap();
+        assert_eq!((read(&best).epoch, read(&last).epoch), (2, 3));
+    }
 }

@@ -70,6 +70,10 @@ pub struct AspectsConfig {
     pub test_scores: Option<PathBuf>,
     /// Weight α of the aspect BCE (paper: 4.0).
     pub alpha: f64,
+    /// Train on a store that is not fully labeled (pairs never scored: a `--limit` run, one shard
+    /// of a `--shard i/n` run, an interrupted run) with those pairs masked out. Off, such a
+    /// store is refused: a half-labeled store would weaken MaKD without a word.
+    pub allow_partial: bool,
 }
 
 impl Default for AspectsConfig {
@@ -79,6 +83,7 @@ impl Default for AspectsConfig {
             aspects: None,
             test_scores: None,
             alpha: 4.0,
+            allow_partial: false,
         }
     }
 }

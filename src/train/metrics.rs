@@ -4,15 +4,27 @@
 use serde::{Deserialize, Serialize};
 
 /// Number of rows of `logits` ([n, c] row-major) whose label is among the `k` largest entries.
-/// Ties count against the label (a label tied with the k-th value is a miss only if k others beat it).
+/// A row is correct only if fewer than `k` other classes score at least as high as its label: a
+/// tie counts against the label, so constant logits score chance or worse, never 100 % (unless
+/// k = C). A NaN anywhere in the row makes it a miss (NaN compares false both ways, which would
+/// otherwise let a broken model pass every row).
 pub fn topk_correct(logits: &[f32], c: usize, labels: &[u32], k: usize) -> usize {
     labels
         .iter()
         .enumerate()
         .filter(|(i, &y)| {
             let row = &logits[i * c..(i + 1) * c];
-            let v = row[y as usize];
-            row.iter().filter(|&&x| x > v).count() < k
+            let y = y as usize;
+            let v = row[y];
+            if row.iter().any(|x| x.is_nan()) {
+                return false;
+            }
+            let beaten_by = row
+                .iter()
+                .enumerate()
+                .filter(|&(j, &x)| j != y && x >= v)
+                .count();
+            beaten_by < k
         })
         .count()
 }
@@ -130,6 +142,36 @@ mod tests {
         assert_eq!(topk_correct(&logits, 3, &labels, 1), 1);
         assert_eq!(topk_correct(&logits, 3, &labels, 2), 2);
         assert_eq!(topk_correct(&logits, 3, &labels, 3), 3);
+    }
+
+    /// A model that outputs the same value for every class knows nothing: chance at best.
+    #[test]
+    fn constant_logits_are_not_correct() {
+        let c = 10;
+        let logits = vec![0.25f32; 4 * c];
+        let labels = [0, 3, 7, 9];
+        assert_eq!(topk_correct(&logits, c, &labels, 1), 0);
+        assert_eq!(topk_correct(&logits, c, &labels, 5), 0);
+        // Top-C holds every class: always correct, which is also its chance level.
+        assert_eq!(topk_correct(&logits, c, &labels, c), 4);
+        // A tie with one other class at the top: a miss for top-1, a hit for top-2.
+        let row = [1.0, 3.0, 3.0, 0.0];
+        assert_eq!(topk_correct(&row, 4, &[1], 1), 0);
+        assert_eq!(topk_correct(&row, 4, &[1], 2), 1);
+    }
+
+    #[test]
+    fn nan_logits_are_never_correct() {
+        let c = 3;
+        let nan = f32::NAN;
+        // All NaN; NaN at the label only; NaN elsewhere in a row whose label is the largest.
+        let logits = [
+            nan, nan, nan, /**/ 0.1, nan, 0.2, /**/ 5.0, nan, 1.0,
+        ];
+        let labels = [0, 1, 0];
+        for k in 1..=3 {
+            assert_eq!(topk_correct(&logits, c, &labels, k), 0, "k = {k}");
+        }
     }
 
     #[test]

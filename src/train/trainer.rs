@@ -8,7 +8,7 @@ use crate::data::{self, Dataset, Split, Subset};
 use crate::error::{input, IoContext, Result};
 use crate::files;
 use crate::progress;
-use crate::scores::ScoreStore;
+use crate::scores::{ScoreStore, StoreSummary};
 use crate::student::{self, Pass, Student};
 use crate::train::checkpoint::{self, State};
 use crate::train::config::TrainConfig;
@@ -27,6 +27,15 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// What `makd train` writes into a run dir; `--fresh` removes these and nothing else.
+const RUN_DIR_ENTRIES: [&str; 5] = [
+    "config.toml",
+    "model.json",
+    "metrics.jsonl",
+    "summary.json",
+    "checkpoints",
+];
 
 /// The files of a run dir (see ARCHITECTURE.md: run dir).
 #[derive(Clone, Debug)]
@@ -56,6 +65,60 @@ impl RunDir {
     pub fn load_model_info(&self) -> Result<ModelInfo> {
         files::read_json(&self.model_info(), "model.json is written by makd train")
     }
+    /// A run dir is a directory holding `config.toml` beside `model.json` or `checkpoints/`:
+    /// what `makd train` leaves after its first moments.
+    pub fn is_run_dir(&self) -> bool {
+        self.config().is_file()
+            && (self.model_info().is_file() || self.root.join("checkpoints").is_dir())
+    }
+
+    /// Whether `--fresh` may start over here: a missing path, an empty directory or a run dir.
+    /// Anything else is refused and left as it is, so a mistyped `--run-dir` never deletes a
+    /// user's files.
+    pub fn check_fresh(&self) -> Result<()> {
+        let root = &self.root;
+        if !root.exists() {
+            return Ok(());
+        }
+        let refuse = |what: &str| {
+            input(
+                format!("{what}: --fresh would delete files makd train did not write"),
+                root.display().to_string(),
+                "pass --fresh only with a run dir of makd train (config.toml with model.json or \
+                 checkpoints/), or use a new or empty --run-dir",
+            )
+        };
+        if !root.is_dir() {
+            return Err(refuse("not a directory"));
+        }
+        let empty = std::fs::read_dir(root).at(root)?.next().is_none();
+        if empty {
+            return Ok(());
+        }
+        if !self.is_run_dir() {
+            return Err(refuse(
+                "not a run dir (no config.toml with model.json or checkpoints/)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Remove the run's own files for `--fresh` (after [`Self::check_fresh`]); files a user put
+    /// beside them stay.
+    pub fn clear_for_fresh(&self) -> Result<()> {
+        self.check_fresh()?;
+        let root = &self.root;
+        for name in RUN_DIR_ENTRIES {
+            let p = root.join(name);
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).at(&p)?;
+            } else if p.exists() {
+                std::fs::remove_file(&p).at(&p)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The resolved config saved by `makd train`.
     pub fn load_config(&self) -> Result<TrainConfig> {
         let path = self.config();
@@ -79,6 +142,86 @@ pub struct ModelInfo {
     pub num_aspects: usize,
     /// Aspect questions in output order (ids and texts), when the aspect set was given.
     pub questions: Vec<crate::aspects::Question>,
+    /// Fingerprints of the full train and test splits the run was trained on: a resume refuses
+    /// a dataset whose images or labels changed (absent in run dirs of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_fingerprint: Option<String>,
+}
+
+impl ModelInfo {
+    /// The model's outputs are named by `classes`; a dataset whose class list differs (a class
+    /// added, removed or renamed, so that the sorted order shifts every label) would be scored
+    /// against the wrong outputs.
+    pub fn check_classes(&self, dataset_classes: &[String], run_dir: &Path) -> Result<()> {
+        if self.classes == dataset_classes {
+            return Ok(());
+        }
+        Err(input(
+            format!(
+                "the dataset's classes differ from those the run was trained on: {}",
+                class_difference(&self.classes, dataset_classes)
+            ),
+            run_dir.join("model.json").display().to_string(),
+            format!(
+                "the model's outputs are model.json's classes {}, the dataset now has {}: restore \
+                 the dataset the run was trained on, or train a new run on this one (another \
+                 --run-dir)",
+                show_list(&self.classes),
+                show_list(dataset_classes)
+            ),
+        ))
+    }
+
+    /// Question ids in output order.
+    pub fn question_ids(&self) -> Vec<String> {
+        self.questions.iter().map(|q| q.id.clone()).collect()
+    }
+}
+
+/// `[a, b, c]`, cut after 20 names.
+fn show_list(names: &[String]) -> String {
+    const SHOWN: usize = 20;
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(", … ({} in all)", names.len()));
+    }
+    format!("[{s}]")
+}
+
+/// What differs between two class lists, in words: names only in one of them, else the first
+/// position where their order differs.
+fn class_difference(model: &[String], dataset: &[String]) -> String {
+    let only = |a: &[String], b: &[String]| -> Vec<String> {
+        a.iter().filter(|x| !b.contains(x)).cloned().collect()
+    };
+    let (gone, new) = (only(model, dataset), only(dataset, model));
+    let mut parts = Vec::new();
+    if !new.is_empty() {
+        parts.push(format!("new in the dataset {}", show_list(&new)));
+    }
+    if !gone.is_empty() {
+        parts.push(format!("no longer in the dataset {}", show_list(&gone)));
+    }
+    if parts.is_empty() {
+        let i = model
+            .iter()
+            .zip(dataset)
+            .position(|(a, b)| a != b)
+            .unwrap_or(model.len().min(dataset.len()));
+        parts.push(format!(
+            "the same names in another order (label {i} is {:?} in model.json, {:?} now)",
+            model.get(i).map_or("", String::as_str),
+            dataset.get(i).map_or("", String::as_str)
+        ));
+    }
+    parts.join("; ")
 }
 
 /// One line of `metrics.jsonl`.
@@ -89,6 +232,9 @@ pub struct EpochMetrics {
     pub train_loss: f64,
     pub train_ce: f64,
     pub train_bce: Option<f64>,
+    /// The KD (or DKD) term before its weight, when `kd.logits` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_kd: Option<f64>,
     pub train_top1: f64,
     pub test_loss: f64,
     pub test_top1: f64,
@@ -121,6 +267,23 @@ pub struct Summary {
     pub seconds: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_aspects: Option<AspectMetrics>,
+    /// How complete the training store was, and how many training pairs had no target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aspect_targets: Option<TargetCoverage>,
+}
+
+/// The training store's counts (`missing`: the teacher could not answer; `never_scored`: no
+/// labeling run reached the pair) and the masked pairs among the images trained on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TargetCoverage {
+    #[serde(flatten)]
+    pub store: StoreSummary,
+    /// `[i, n]` when the store is one shard of a `--shard i/n` run.
+    pub shard: Option<[usize; 2]>,
+    /// (image, question) pairs of the training images.
+    pub train_pairs: usize,
+    /// Of those, pairs without a target (masked out of the BCE).
+    pub masked_train_pairs: usize,
 }
 
 /// Results of evaluating class logits (and, with targets, aspect logits) on a dataset.
@@ -210,27 +373,51 @@ pub fn device() -> Result<Device> {
     }
 }
 
-/// The train and test datasets of a config (subsets when limits are set) and the full train set
-/// (a score store is made for, and fingerprinted on, the full set).
+/// The train and test datasets of a config (subsets when limits are set) and the full splits
+/// (a score store or a logits file is made for, and fingerprinted on, a full split).
 pub struct Datasets {
     pub full_train: Arc<dyn Dataset>,
+    pub full_test: Arc<dyn Dataset>,
     pub train: Arc<dyn Dataset>,
     pub test: Arc<dyn Dataset>,
 }
 
+impl Datasets {
+    /// The full split.
+    pub fn full(&self, split: Split) -> &Arc<dyn Dataset> {
+        match split {
+            Split::Train => &self.full_train,
+            Split::Test => &self.full_test,
+        }
+    }
+
+    /// The images a run uses of the split (its `train_limit` / `test_limit` subset).
+    pub fn used(&self, split: Split) -> &Arc<dyn Dataset> {
+        match split {
+            Split::Train => &self.train,
+            Split::Test => &self.test,
+        }
+    }
+}
+
+/// The seed of the `data.test_limit` subset. Not the training seed: runs with different seeds
+/// are compared on their test accuracy, so they must be evaluated on the same test images.
+const TEST_SUBSET_SEED: u64 = 0;
+
 pub fn open_datasets(cfg: &TrainConfig) -> Result<Datasets> {
     let full_train = data::open(&cfg.data.dataset, Split::Train)?;
     let full_test = data::open(&cfg.data.dataset, Split::Test)?;
-    let seed = cfg.train.seed;
     let train: Arc<dyn Dataset> = match cfg.data.train_limit {
         Some(n) if n < full_train.len() => {
-            Arc::new(Subset::stratified(full_train.clone(), n, seed))
+            Arc::new(Subset::stratified(full_train.clone(), n, cfg.train.seed))
         }
         _ => full_train.clone(),
     };
     let test: Arc<dyn Dataset> = match cfg.data.test_limit {
-        Some(n) if n < full_test.len() => Arc::new(Subset::stratified(full_test, n, seed)),
-        _ => full_test,
+        Some(n) if n < full_test.len() => {
+            Arc::new(Subset::stratified(full_test.clone(), n, TEST_SUBSET_SEED))
+        }
+        _ => full_test.clone(),
     };
     if train.classes() != test.classes() {
         return Err(input(
@@ -241,6 +428,7 @@ pub fn open_datasets(cfg: &TrainConfig) -> Result<Datasets> {
     }
     Ok(Datasets {
         full_train,
+        full_test,
         train,
         test,
     })
@@ -275,19 +463,97 @@ pub fn open_store(
     Ok((store, set))
 }
 
+/// Aspect targets for the images `ds` of the full split `full` from the store at `path`, whose
+/// questions must be `question_ids` (the model's aspect outputs, in order): a store of other
+/// questions would be scored against the wrong outputs, or past their end.
+pub fn open_targets(
+    path: &Path,
+    aspects: Option<&Path>,
+    full: &dyn Dataset,
+    ds: &dyn Dataset,
+    question_ids: &[String],
+) -> Result<Targets> {
+    let at = path.display().to_string();
+    let (store, _) = open_store(path, aspects, full)?;
+    let store_ids = &store.manifest.question_ids;
+    if store_ids != question_ids {
+        return Err(input(
+            format!(
+                "the score store answers {} questions {}, the model has {} aspect outputs {}",
+                store_ids.len(),
+                show_list(store_ids),
+                question_ids.len(),
+                show_list(question_ids)
+            ),
+            at,
+            "use a store labeled with the aspect set the run was trained with (aspects.aspects)",
+        ));
+    }
+    Targets::from_store(&store, ds, &at)
+}
+
+/// A store with pairs no labeling run reached (a `--limit` run, an interrupted one, one shard
+/// of several) is refused unless `aspects.allow_partial` is set.
+fn check_complete(store: &ScoreStore, allow_partial: bool, at: &str) -> Result<()> {
+    let s = store.summary();
+    let shard = store.manifest.shard.filter(|[_, n]| *n > 1);
+    if allow_partial || (s.never_scored == 0 && shard.is_none()) {
+        return Ok(());
+    }
+    let (what, how) = match shard {
+        Some([i, n]) => (
+            format!(
+                "the score store is shard {i}/{n} of a sharded labeling run ({} of {} pairs never scored)",
+                s.never_scored,
+                s.images * s.questions
+            ),
+            "merge all shards into one store with `makd label merge SHARD_DIR… --out DIR` and \
+             point aspects.scores at it"
+                .to_string(),
+        ),
+        None => (
+            format!(
+                "the score store is not fully labeled: {} of {} pairs were never scored",
+                s.never_scored,
+                s.images * s.questions
+            ),
+            "finish labeling: run the same `makd label` command again without --limit (it \
+             resumes where it stopped)"
+                .to_string(),
+        ),
+    };
+    Err(input(
+        what,
+        at,
+        format!("{how}; or set aspects.allow_partial = true to train with those pairs masked out"),
+    ))
+}
+
 /// Train (or resume) the run in `run_dir`.
 pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary> {
     // Compared with, and saved as, the run dir's config.toml: paths absolute.
     let cfg = &cfg.with_absolute_paths(&std::env::current_dir().at(".")?)?;
+    if fresh {
+        // Before the slow opening of datasets and stores; the files go only once they all check.
+        run_dir.check_fresh()?;
+    }
     let dev = device()?;
     let ds = open_datasets(cfg)?;
     let c = ds.train.classes().len();
     let at_scores = |p: &Path| p.display().to_string();
     let mut questions = Vec::new();
+    let mut coverage = None;
     let targets = match &cfg.aspects.scores {
         Some(p) => {
             let (store, set) =
                 open_store(p, cfg.aspects.aspects.as_deref(), ds.full_train.as_ref())?;
+            check_complete(&store, cfg.aspects.allow_partial, &at_scores(p))?;
+            coverage = Some(TargetCoverage {
+                store: store.summary(),
+                shard: store.manifest.shard,
+                train_pairs: 0,
+                masked_train_pairs: 0,
+            });
             questions = match set {
                 Some(set) => set.questions,
                 None => store
@@ -309,16 +575,25 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
         }
         None => None,
     };
-    let test_targets = match &cfg.aspects.test_scores {
-        Some(p) => {
-            let full_test = data::open(&cfg.data.dataset, Split::Test)?;
-            let (store, _) = open_store(p, cfg.aspects.aspects.as_deref(), full_test.as_ref())?;
-            Some(Targets::from_store(
-                &store,
-                ds.test.as_ref(),
-                &at_scores(p),
-            )?)
+    if let (Some(cov), Some(t)) = (coverage.as_mut(), &targets) {
+        cov.train_pairs = t.mask.len();
+        cov.masked_train_pairs = t.mask.iter().filter(|&&m| m == 0.0).count();
+        if cov.store.never_scored > 0 {
+            progress::log(format!(
+                "aspects.allow_partial: training with {} of {} training pairs masked ({} never scored, {} missing in the store)",
+                cov.masked_train_pairs, cov.train_pairs, cov.store.never_scored, cov.store.missing
+            ));
         }
+    }
+    let question_ids: Vec<String> = questions.iter().map(|q| q.id.clone()).collect();
+    let test_targets = match &cfg.aspects.test_scores {
+        Some(p) => Some(open_targets(
+            p,
+            cfg.aspects.aspects.as_deref(),
+            ds.full_test.as_ref(),
+            ds.test.as_ref(),
+            &question_ids,
+        )?),
         None => None,
     };
     let q = targets.as_ref().map_or(0, |t| t.q);
@@ -339,22 +614,21 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
             ));
         }
     }
-    if let Some(tt) = &test_targets {
-        if tt.q != q {
-            return Err(input(
-                "test score store has a different number of questions",
-                "aspects.test_scores",
-                "label both splits with the same aspects.json",
-            ));
-        }
-    }
 
     // Fresh start or resume.
     let last_dir = run_dir.checkpoint("last");
-    if fresh && run_dir.root.exists() {
-        std::fs::remove_dir_all(&run_dir.root).at(&run_dir.root)?;
+    if fresh {
+        run_dir.clear_for_fresh()?;
     }
     let resume_from = checkpoint::existing(&last_dir);
+    let info = ModelInfo {
+        arch: cfg.model.arch.to_string(),
+        classes: ds.train.classes().to_vec(),
+        num_aspects: q,
+        questions,
+        train_fingerprint: Some(ds.full_train.fingerprint()),
+        test_fingerprint: Some(ds.full_test.fingerprint()),
+    };
     if resume_from.is_some() {
         let saved = run_dir.load_config()?;
         if &saved != cfg {
@@ -367,15 +641,10 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
                 "pass --fresh to start over in it, or use another --run-dir",
             ));
         }
+        check_resumable(&run_dir.load_model_info()?, &info, &run_dir.root)?;
     }
     std::fs::create_dir_all(&run_dir.root).at(&run_dir.root)?;
     files::write_atomic(&run_dir.config(), cfg.to_toml().as_bytes())?;
-    let info = ModelInfo {
-        arch: cfg.model.arch.to_string(),
-        classes: ds.train.classes().to_vec(),
-        num_aspects: q,
-        questions,
-    };
     files::write_json_atomic(&run_dir.model_info(), &info)?;
 
     let mut model = Model::build(cfg, c, q, &dev)?;
@@ -429,8 +698,8 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
             &format!("epoch {}/{}", epoch + 1, cfg.train.epochs),
             "steps",
         );
-        let (mut sum_loss, mut sum_ce, mut sum_bce, mut correct, mut seen) =
-            (0.0, 0.0, 0.0, 0usize, 0usize);
+        let (mut sum_loss, mut sum_ce, mut sum_bce, mut sum_kd, mut correct, mut seen) =
+            (0.0, 0.0, 0.0, 0.0, 0usize, 0usize);
         let mut lr = opt.lr();
         for (i, batch) in iter.enumerate() {
             let batch = batch?;
@@ -464,6 +733,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
                         k.temperature,
                     )?,
                 };
+                sum_kd += term.to_scalar::<f32>()? as f64 * batch.labels.len() as f64;
                 total = (total + (term * k.weight)?)?;
             }
             if let Some(t) = &targets {
@@ -519,6 +789,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
             train_loss: sum_loss / seen as f64,
             train_ce: sum_ce / seen as f64,
             train_bce: targets.as_ref().map(|_| sum_bce / seen as f64),
+            train_kd: teacher_logits.as_ref().map(|_| sum_kd / seen as f64),
             train_top1: 100.0 * correct as f64 / seen as f64,
             test_loss: eval.loss,
             test_top1: eval.top1,
@@ -540,10 +811,14 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
             state.best_epoch = epoch + 1;
         }
         write_metrics(&run_dir.metrics(), &history)?;
-        checkpoint::save(&last_dir, &model.varmap, &opt, &state)?;
-        if improved {
-            checkpoint::save(&run_dir.checkpoint("best"), &model.varmap, &opt, &state)?;
-        }
+        checkpoint::save_epoch(
+            &last_dir,
+            &run_dir.checkpoint("best"),
+            &model.varmap,
+            &opt,
+            &state,
+            improved,
+        )?;
         last_eval = eval;
     }
     if resume_from.is_some()
@@ -575,9 +850,44 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
         best_epoch: state.best_epoch,
         seconds: state.seconds,
         test_aspects: last_eval.aspects,
+        aspect_targets: coverage,
     };
     files::write_json_atomic(&run_dir.summary(), &summary)?;
     Ok(summary)
+}
+
+/// A resume continues the saved run only on the data it was trained on: the same classes in
+/// the same order, the same images and labels, the same questions.
+fn check_resumable(saved: &ModelInfo, now: &ModelInfo, root: &Path) -> Result<()> {
+    saved.check_classes(&now.classes, root)?;
+    let changed = |split: &str, a: &Option<String>, b: &Option<String>| {
+        match (a, b) {
+        (Some(a), Some(b)) if a != b => Err(input(
+            format!(
+                "the {split} split changed since the run started (dataset fingerprint {} in model.json, {} now: images or labels were added, removed or moved)",
+                &a[..a.len().min(12)],
+                &b[..b.len().min(12)]
+            ),
+            root.join("model.json").display().to_string(),
+            "restore the dataset the run was trained on, or start over with --fresh (or another --run-dir)",
+        )),
+        _ => Ok(()),
+    }
+    };
+    changed("train", &saved.train_fingerprint, &now.train_fingerprint)?;
+    changed("test", &saved.test_fingerprint, &now.test_fingerprint)?;
+    if saved.question_ids() != now.question_ids() {
+        return Err(input(
+            format!(
+                "the aspect questions changed since the run started ({} in model.json, {} now)",
+                show_list(&saved.question_ids()),
+                show_list(&now.question_ids())
+            ),
+            root.join("model.json").display().to_string(),
+            "use the score store the run was trained with, or start over with --fresh",
+        ));
+    }
+    Ok(())
 }
 
 /// Evaluate on every image of `ds` (the last partial batch included). Class metrics use the first
@@ -758,4 +1068,62 @@ fn write_metrics(path: &Path, history: &[EpochMetrics]) -> Result<()> {
         text.push('\n');
     }
     files::write_atomic(path, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_imagefolder(root: &Path, per_class: usize) {
+        for split in ["train", "test"] {
+            for class in ["a", "b", "c"] {
+                let dir = root.join(split).join(class);
+                std::fs::create_dir_all(&dir).unwrap();
+                for i in 0..per_class {
+                    image::GrayImage::from_pixel(4, 4, image::Luma([i as u8]))
+                        .save(dir.join(format!("{i:02}.png")))
+                        .unwrap();
+                }
+            }
+        }
+    }
+
+    /// Seeds are compared on their test accuracy: `data.test_limit` must pick the same test
+    /// images whatever `train.seed` is, while `data.train_limit` follows the seed.
+    #[test]
+    fn the_test_subset_does_not_depend_on_the_seed() {
+        let dir = tempfile::tempdir().unwrap();
+        tiny_imagefolder(dir.path(), 20);
+        let ids = |seed: u64| {
+            let cfg = TrainConfig::from_sets(&[
+                format!("data.dataset=\"imagefolder:{}\"", dir.path().display()),
+                "data.train_limit=9".into(),
+                "data.test_limit=9".into(),
+                format!("train.seed={seed}"),
+            ])
+            .unwrap();
+            let d = open_datasets(&cfg).unwrap();
+            let of = |ds: &Arc<dyn Dataset>| -> Vec<String> {
+                (0..ds.len()).map(|i| ds.id(i).to_string()).collect()
+            };
+            (of(&d.train), of(&d.test))
+        };
+        let ((train0, test0), (train1, test1)) = (ids(0), ids(1));
+        assert_eq!(test0.len(), 9);
+        assert_eq!(test0, test1, "the test subset changed with the seed");
+        assert_ne!(train0, train1, "the training subset should follow the seed");
+    }
+
+    #[test]
+    fn class_differences_in_words() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let d = class_difference(&v(&["b", "c"]), &v(&["a", "b", "c"]));
+        assert_eq!(d, "new in the dataset [a]");
+        let d = class_difference(&v(&["b", "c"]), &v(&["a", "b"]));
+        assert_eq!(d, "new in the dataset [a]; no longer in the dataset [c]");
+        let d = class_difference(&v(&["x", "y"]), &v(&["y", "x"]));
+        assert!(d.contains("another order") && d.contains("label 0"), "{d}");
+        let many: Vec<String> = (0..30).map(|i| format!("c{i:02}")).collect();
+        assert!(show_list(&many).ends_with(", … (30 in all)]"));
+    }
 }

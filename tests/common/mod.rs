@@ -88,3 +88,21 @@ pub fn label_fashion_mnist_table(split: &str, out: &Path, extra: &[&str]) {
         .arg("--out")
         .arg(out));
 }
+
+/// A small ImageFolder at `root`: `per_class` 8×8 gray PNGs per class in `train/` and half as
+/// many (at least one) in `test/`, each class drawn with its own stripe pattern.
+pub fn tiny_imagefolder(root: &Path, classes: &[&str], per_class: usize) {
+    for (split, n) in [("train", per_class), ("test", (per_class / 2).max(1))] {
+        for (k, class) in classes.iter().enumerate() {
+            let dir = root.join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..n {
+                let img = image::GrayImage::from_fn(8, 8, |x, y| {
+                    let stripe = (x as usize + k * y as usize).is_multiple_of(k + 2);
+                    image::Luma([if stripe { 220 } else { (i * 7 % 40) as u8 }])
+                });
+                img.save(dir.join(format!("{i:03}.png"))).unwrap();
+            }
+        }
+    }
+}
