@@ -278,8 +278,8 @@ pub struct Summary {
 pub struct TargetCoverage {
     #[serde(flatten)]
     pub store: StoreSummary,
-    /// `[i, n]` when the store is one shard of a `--shard i/n` run.
-    pub shard: Option<[usize; 2]>,
+    /// `[i, n]` (as written) when the store is one shard of a `--shard i/n` run.
+    pub shard: Option<crate::scores::Shard>,
     /// (image, question) pairs of the training images.
     pub train_pairs: usize,
     /// Of those, pairs without a target (masked out of the BCE).
@@ -496,14 +496,14 @@ pub fn open_targets(
 /// of several) is refused unless `aspects.allow_partial` is set.
 fn check_complete(store: &ScoreStore, allow_partial: bool, at: &str) -> Result<()> {
     let s = store.summary();
-    let shard = store.manifest.shard.filter(|[_, n]| *n > 1);
+    let shard = store.manifest.shard.filter(|s| s.count() > 1);
     if allow_partial || (s.never_scored == 0 && shard.is_none()) {
         return Ok(());
     }
     let (what, how) = match shard {
-        Some([i, n]) => (
+        Some(shard) => (
             format!(
-                "the score store is shard {i}/{n} of a sharded labeling run ({} of {} pairs never scored)",
+                "the score store is shard {shard} of a sharded labeling run ({} of {} pairs never scored)",
                 s.never_scored,
                 s.images * s.questions
             ),
