@@ -319,7 +319,7 @@ mod tests {
     fn err(toml: &str) -> String {
         let e = load(toml).unwrap_err();
         assert_eq!(e.exit_code(), 2, "{e}");
-        e.to_string()
+        e.report()
     }
 
     #[test]

@@ -221,7 +221,7 @@ mod tests {
     fn bad_names_are_input_errors_with_the_list() {
         let err = "makd-kd".parse::<Variant>().unwrap_err();
         assert_eq!(err.exit_code(), 2);
-        let msg = err.to_string();
+        let msg = err.report();
         assert!(msg.contains("unknown variant \"makd-kd\""), "{msg}");
         assert!(
             msg.contains(&format!("hint: variants are {VARIANT_NAMES}")),
@@ -238,7 +238,7 @@ mod tests {
             assert_eq!(bad.parse::<Variant>().unwrap_err().exit_code(), 2, "{bad}");
         }
         // One variant, one run dir: non-canonical spellings are refused with the canonical one.
-        let msg = "makd-alpha4.0".parse::<Variant>().unwrap_err().to_string();
+        let msg = "makd-alpha4.0".parse::<Variant>().unwrap_err().report();
         assert!(msg.contains("write \"makd-alpha4\""), "{msg}");
         assert!("makd-q05".parse::<Variant>().is_err());
         assert!(serde_json::from_value::<Variant>("Baseline".into()).is_err());
