@@ -5,11 +5,12 @@
 use super::openai_args::{OpenAiArgs, PromptArgs};
 use anyhow::Result;
 use makd::aspects::AspectSet;
-use makd::data::{self, Dataset, Split};
+use makd::data::{self, Split};
 use makd::experiment::config::{ExperimentConfig, ExperimentFile};
 use makd::experiment::runner;
 use makd::experiment::variant::Variant;
 use makd::label::{self, LabelJob};
+use makd::scores::derive::broadcast_classes;
 use makd::scores::ScoreStore;
 use makd::teacher::{Mode, Teacher};
 use std::path::PathBuf;
@@ -150,6 +151,7 @@ pub fn run(args: Args) -> Result<()> {
     // Stage 3: students.
     let json = serde_json::to_value(&cfg)?;
     let results = runner::run(&cfg, json, out)?;
+    makd::report::write_report(&results, out)?;
     println!("{}", makd::report::markdown_table(&results));
     for c in &results.comparisons {
         println!("- {}", c.sentence);
@@ -159,38 +161,4 @@ pub fn run(args: Args) -> Result<()> {
     }
     println!("\nreport: {}", out.join("report.html").display());
     Ok(())
-}
-
-/// A store for `to` whose row for each image is the `from` store's row for that image's class
-/// (valid only for class-mode stores, where all images of a class share one row).
-fn broadcast_classes(
-    from: &ScoreStore,
-    from_ds: &dyn Dataset,
-    to: &dyn Dataset,
-) -> Result<ScoreStore> {
-    anyhow::ensure!(
-        from.manifest.teacher.mode == Mode::Class,
-        "broadcasting needs a class-mode store"
-    );
-    let q = from.num_questions();
-    let classes = from_ds.classes().len();
-    let mut row_of_class = vec![None; classes];
-    for i in 0..from_ds.len() {
-        row_of_class[from_ds.label(i)].get_or_insert(i);
-    }
-    let (mut p, mut s) = (
-        Vec::with_capacity(to.len() * q),
-        Vec::with_capacity(to.len() * q),
-    );
-    for i in 0..to.len() {
-        let r = row_of_class[to.label(i)]
-            .ok_or_else(|| anyhow::anyhow!("class {} has no training image", to.label(i)))?;
-        p.extend_from_slice(from.p_yes_row(r));
-        s.extend_from_slice(from.status_row(r));
-    }
-    let mut m = from.manifest.clone();
-    m.dataset = to.describe();
-    m.dataset_fingerprint = to.fingerprint();
-    m.image_ids = (0..to.len()).map(|i| to.id(i).to_string()).collect();
-    Ok(ScoreStore::from_parts(m, p, s)?)
 }

@@ -22,6 +22,7 @@ pub fn run(args: Args) -> Result<()> {
     let cfg = ExperimentConfig::load(&args.config)?;
     let json = serde_json::to_value(&cfg)?;
     let results = runner::run(&cfg, json, &args.out)?;
+    makd::report::write_report(&results, &args.out)?;
     println!("{}", makd::report::markdown_table(&results));
     for c in &results.comparisons {
         println!("- {}", c.sentence);

@@ -15,18 +15,19 @@ use crate::experiment::results::*;
 use crate::experiment::stats;
 use crate::experiment::variant::Variant;
 use crate::progress;
+use crate::scores::derive::{control_store, first_questions, Control};
 use crate::scores::ScoreStore;
 use crate::train::config::TrainConfig;
 use crate::train::kd::{KdMethod, TeacherLogits};
 use crate::train::targets::Targets;
 use crate::train::trainer::{self, read_metrics, RunDir, Summary};
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Run (or resume) the experiment and write `results.json`, `report.md`, `report.html`, `plots/`.
+/// Run (or resume) the experiment: every variant × seed as a run dir under `out/runs/`, control
+/// stores under `out/stores/`. Returns every number; `report::write_report` turns them
+/// into `results.json`, `report.md`, `report.html` and `plots/` (the caller's step, so the
+/// report depends on the experiment and not the other way round).
 pub fn run(
     cfg: &ExperimentConfig,
     config_json: serde_json::Value,
@@ -193,7 +194,6 @@ pub fn run(
         embedding,
         notes,
     };
-    crate::report::write_report(&results, out)?;
     Ok(results)
 }
 
@@ -231,7 +231,11 @@ fn apply_variant(
             let store = store.expect("validated: aspect variants have a store");
             let dir = stores.join(format!("{variant}-seed{seed}"));
             if !dir.join("scores.safetensors").exists() {
-                control_store(store, variant, seed)?.save(&dir)?;
+                let control = match variant {
+                    Variant::RandomTarget => Control::RandomTarget,
+                    _ => Control::ShuffledTarget,
+                };
+                control_store(store, control, seed)?.save(&dir)?;
             }
             rc.aspects.scores = Some(dir);
         }
@@ -266,12 +270,12 @@ fn apply_variant(
             sub.save(&aspects_path)?;
             let dir = stores.join(format!("q{q}"));
             if !dir.join("scores.safetensors").exists() {
-                first_questions(store, &sub, q)?.save(&dir)?;
+                first_questions(store, q, &sub.hash)?.save(&dir)?;
             }
             if let Some(test) = &rc.aspects.test_scores {
                 let test_dir = stores.join(format!("q{q}-test"));
                 if !test_dir.join("scores.safetensors").exists() {
-                    first_questions(&ScoreStore::open(test)?, &sub, q)?.save(&test_dir)?;
+                    first_questions(&ScoreStore::open(test)?, q, &sub.hash)?.save(&test_dir)?;
                 }
                 rc.aspects.test_scores = Some(test_dir);
             }
@@ -280,65 +284,6 @@ fn apply_variant(
         }
     }
     Ok(())
-}
-
-/// A control store: uniform random P(yes) (`random-target`) or the teacher's rows permuted across
-/// images (`shuffled-target`). Missing pairs stay missing so both train on the same pairs.
-pub fn control_store(store: &ScoreStore, variant: Variant, seed: u64) -> Result<ScoreStore> {
-    let (n, q) = (store.num_images(), store.num_questions());
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_C0DE);
-    let mut manifest = store.manifest.clone();
-    let (p_yes, status) = match variant {
-        Variant::RandomTarget => {
-            let status = store.status().to_vec();
-            let p: Vec<f32> = status
-                .iter()
-                .map(|&s| {
-                    if crate::scores::is_usable(s) {
-                        rng.random::<f32>()
-                    } else {
-                        f32::NAN
-                    }
-                })
-                .collect();
-            (p, status)
-        }
-        Variant::ShuffledTarget => {
-            let mut perm: Vec<usize> = (0..n).collect();
-            perm.shuffle(&mut rng);
-            let (mut p, mut s) = (Vec::with_capacity(n * q), Vec::with_capacity(n * q));
-            for &src in &perm {
-                p.extend_from_slice(store.p_yes_row(src));
-                s.extend_from_slice(store.status_row(src));
-            }
-            (p, s)
-        }
-        v => unreachable!("{v} is not a control"),
-    };
-    manifest.teacher.backend = format!("control:{variant}");
-    manifest
-        .teacher
-        .extra
-        .insert("control_seed".into(), seed.into());
-    manifest.teacher.extra.insert(
-        "derived_from".into(),
-        store.manifest.teacher.backend.clone().into(),
-    );
-    ScoreStore::from_parts(manifest, p_yes, status)
-}
-
-/// The first `q` questions of a store, for the aspect-count sweep.
-fn first_questions(store: &ScoreStore, sub: &AspectSet, q: usize) -> Result<ScoreStore> {
-    let n = store.num_images();
-    let (mut p, mut s) = (Vec::with_capacity(n * q), Vec::with_capacity(n * q));
-    for i in 0..n {
-        p.extend_from_slice(&store.p_yes_row(i)[..q]);
-        s.extend_from_slice(&store.status_row(i)[..q]);
-    }
-    let mut manifest = store.manifest.clone();
-    manifest.question_ids.truncate(q);
-    manifest.aspect_hash = sub.hash.clone();
-    ScoreStore::from_parts(manifest, p, s)
 }
 
 /// Train (or reuse) the KD teacher network and cache its logits on the full training split.
@@ -536,129 +481,6 @@ pub fn utc_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scores::Manifest;
-    use crate::teacher::TeacherInfo;
-
-    fn teacher_store(n: usize, q: usize) -> ScoreStore {
-        let manifest = Manifest {
-            format_version: crate::scores::FORMAT_VERSION,
-            dataset: "t".into(),
-            dataset_fingerprint: "fp".into(),
-            image_ids: (0..n).map(|i| format!("img{i}")).collect(),
-            aspect_hash: "ah".into(),
-            question_ids: (0..q).map(|j| format!("q{j}")).collect(),
-            teacher: TeacherInfo {
-                backend: "table".into(),
-                ..Default::default()
-            },
-            shard: None,
-        };
-        // Row i holds i/n in every column; every 7th pair is missing.
-        let mut p = Vec::new();
-        let mut s = Vec::new();
-        for i in 0..n {
-            for j in 0..q {
-                let missing = (i * q + j) % 7 == 3;
-                p.push(if missing {
-                    f32::NAN
-                } else {
-                    i as f32 / n as f32
-                });
-                s.push(if missing {
-                    crate::scores::STATUS_MISSING
-                } else {
-                    crate::scores::STATUS_OK
-                });
-            }
-        }
-        ScoreStore::from_parts(manifest, p, s).unwrap()
-    }
-
-    #[test]
-    fn shuffled_control_permutes_whole_rows() {
-        let (n, q) = (200, 5);
-        let t = teacher_store(n, q);
-        let c = control_store(&t, Variant::ShuffledTarget, 3).unwrap();
-        assert_eq!((c.num_images(), c.num_questions()), (n, q));
-        assert_eq!(c.manifest.aspect_hash, t.manifest.aspect_hash);
-        assert_eq!(
-            c.manifest.dataset_fingerprint,
-            t.manifest.dataset_fingerprint
-        );
-        assert_eq!(c.manifest.teacher.backend, "control:shuffled-target");
-        // Same multiset of rows (marginals kept), but most images got another image's row.
-        let key = |s: &ScoreStore, i: usize| {
-            (
-                s.p_yes_row(i)
-                    .iter()
-                    .map(|x| x.to_bits())
-                    .collect::<Vec<_>>(),
-                s.status_row(i).to_vec(),
-            )
-        };
-        let mut a: Vec<_> = (0..n).map(|i| key(&t, i)).collect();
-        let mut b: Vec<_> = (0..n).map(|i| key(&c, i)).collect();
-        let moved = (0..n).filter(|&i| a[i] != b[i]).count();
-        assert!(moved > n * 9 / 10, "only {moved} of {n} rows moved");
-        a.sort();
-        b.sort();
-        assert_eq!(a, b);
-        // Deterministic per seed, different across seeds.
-        let again = control_store(&t, Variant::ShuffledTarget, 3).unwrap();
-        assert_eq!(
-            c.p_yes().iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-            again
-                .p_yes()
-                .iter()
-                .map(|x| x.to_bits())
-                .collect::<Vec<_>>()
-        );
-        let other = control_store(&t, Variant::ShuffledTarget, 4).unwrap();
-        assert_ne!(c.status(), other.status());
-    }
-
-    #[test]
-    fn random_control_is_uniform_on_the_same_pairs() {
-        let (n, q) = (400, 10);
-        let t = teacher_store(n, q);
-        let c = control_store(&t, Variant::RandomTarget, 0).unwrap();
-        assert_eq!(c.status(), t.status(), "missing pairs must stay missing");
-        let vals: Vec<f64> = c
-            .p_yes()
-            .iter()
-            .filter(|x| x.is_finite())
-            .map(|&x| x as f64)
-            .collect();
-        assert_eq!(
-            vals.len(),
-            t.p_yes().iter().filter(|x| x.is_finite()).count()
-        );
-        // Uniform(0,1): mean 1/2, variance 1/12; with ~3400 draws the standard error of the mean is ~0.005.
-        let mean = vals.iter().sum::<f64>() / vals.len() as f64;
-        let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
-        assert!(
-            (mean - 0.5).abs() < 0.025 && (var - 1.0 / 12.0).abs() < 0.01,
-            "mean {mean} var {var}"
-        );
-        assert!(vals.iter().all(|&v| (0.0..1.0).contains(&v)));
-        // No link to the teacher: correlation with the teacher's values is near 0.
-        let tv: Vec<f64> = t
-            .p_yes()
-            .iter()
-            .filter(|x| x.is_finite())
-            .map(|&x| x as f64)
-            .collect();
-        let tm = tv.iter().sum::<f64>() / tv.len() as f64;
-        let cov = vals
-            .iter()
-            .zip(&tv)
-            .map(|(a, b)| (a - mean) * (b - tm))
-            .sum::<f64>()
-            / vals.len() as f64;
-        let tvar = tv.iter().map(|b| (b - tm).powi(2)).sum::<f64>() / tv.len() as f64;
-        let corr = cov / (var.sqrt() * tvar.sqrt());
-        assert!(corr.abs() < 0.1, "correlation {corr}");
-    }
 
     #[test]
     fn utc_formatting() {

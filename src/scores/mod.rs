@@ -15,6 +15,7 @@
 //! [`ScoreWriter`] makes or resumes a store, [`ScoreStore`] reads a finished one for training, and
 //! [`merge`] joins the shards of a `--shard i/n` run.
 
+pub mod derive;
 pub mod log;
 mod shard;
 mod writer;
@@ -35,24 +36,9 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const LOG_FILE: &str = "scores.log";
 pub const MATRIX_FILE: &str = "scores.safetensors";
 
-pub const STATUS_OK: u8 = Status::Ok as u8;
-pub const STATUS_FLOORED: u8 = Status::Floored as u8;
-pub const STATUS_MISSING: u8 = Status::Missing as u8;
-
-/// The status byte as a [`Status`], if it is one.
-pub fn status_from_u8(b: u8) -> Option<Status> {
-    match b {
-        STATUS_OK => Some(Status::Ok),
-        STATUS_FLOORED => Some(Status::Floored),
-        STATUS_MISSING => Some(Status::Missing),
-        _ => None,
-    }
-}
-
-/// Whether a pair with this status carries a training target.
-pub fn is_usable(status: u8) -> bool {
-    status == STATUS_OK || status == STATUS_FLOORED
-}
+pub const STATUS_OK: u8 = Status::Ok.as_u8();
+pub const STATUS_FLOORED: u8 = Status::Floored.as_u8();
+pub const STATUS_MISSING: u8 = Status::Missing.as_u8();
 
 /// What a store was made from. Two label runs may share a store only if their manifests are equal.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -323,9 +309,9 @@ impl ScoreStore {
     fn validate_values(&self, at: &str) -> Result<()> {
         let q = self.manifest.num_questions();
         for (k, (&p, &s)) in self.p_yes.iter().zip(&self.status).enumerate() {
-            let bad = match status_from_u8(s) {
+            let bad = match Status::from_u8(s) {
                 None => Some(format!("unknown status byte {s}")),
-                Some(Status::Ok | Status::Floored) if !(0.0..=1.0).contains(&p) => {
+                Some(st) if st.is_usable() && !(0.0..=1.0).contains(&p) => {
                     Some(format!("p_yes {p} is not a probability"))
                 }
                 _ => None,
@@ -397,7 +383,7 @@ impl ScoreStore {
     pub fn mask_row(&self, image: usize) -> Vec<f32> {
         self.status_row(image)
             .iter()
-            .map(|&s| if is_usable(s) { 1.0 } else { 0.0 })
+            .map(|&s| if Status::byte_is_usable(s) { 1.0 } else { 0.0 })
             .collect()
     }
 
@@ -410,7 +396,7 @@ impl ScoreStore {
             .zip(self.status_row(image))
             .enumerate()
         {
-            let usable = is_usable(s);
+            let usable = Status::byte_is_usable(s);
             target[k] = if usable { p } else { 0.0 };
             mask[k] = if usable { 1.0 } else { 0.0 };
         }

@@ -576,3 +576,15 @@ fn a_matrix_older_than_its_log_is_refused() {
         .unwrap();
     assert_eq!(ScoreStore::open(dir.path()).unwrap().summary().ok, 2);
 }
+
+#[test]
+fn status_bytes_round_trip_and_one_usable_rule() {
+    for s in [Status::Ok, Status::Floored, Status::Missing] {
+        assert_eq!(Status::from_u8(s.as_u8()), Some(s));
+    }
+    assert_eq!(Status::from_u8(7), None);
+    assert_eq!(
+        (0u8..=3).map(Status::byte_is_usable).collect::<Vec<_>>(),
+        vec![true, true, false, false]
+    );
+}

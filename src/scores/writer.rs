@@ -3,8 +3,8 @@
 
 use super::log::{self, Record, Replay};
 use super::{
-    is_usable, read_manifest, read_matrix, status_from_u8, write_matrix, Manifest, StoreSummary,
-    LOG_FILE, MANIFEST_FILE, MATRIX_FILE, STATUS_FLOORED, STATUS_MISSING, STATUS_OK,
+    read_manifest, read_matrix, write_matrix, Manifest, StoreSummary, LOG_FILE, MANIFEST_FILE,
+    MATRIX_FILE, STATUS_FLOORED, STATUS_MISSING, STATUS_OK,
 };
 use crate::error::{input, IoContext, Result};
 use crate::files;
@@ -201,7 +201,7 @@ impl ScoreWriter {
         }
         let p_yes = match score.status {
             Status::Missing => f32::NAN,
-            Status::Ok | Status::Floored => {
+            _ => {
                 if !(0.0..=1.0).contains(&score.p_yes) {
                     return Err(input(
                         format!(
@@ -220,7 +220,7 @@ impl ScoreWriter {
         self.append(&Record {
             image: image as u32,
             question: question as u16,
-            status: score.status as u8,
+            status: score.status.as_u8(),
             p_yes,
             logit_yes: score.logit_yes,
             logit_no: score.logit_no,
@@ -324,7 +324,7 @@ impl ScoreWriter {
         let matrix = read_matrix(&bytes, &path, m.num_images(), m.num_questions())?;
         for (k, (&p, &s)) in matrix.p_yes.iter().zip(&matrix.status).enumerate() {
             let image = k / self.questions;
-            if is_usable(s) && (0.0..=1.0).contains(&p) && m.owns(image) {
+            if Status::byte_is_usable(s) && (0.0..=1.0).contains(&p) && m.owns(image) {
                 self.append(&Record {
                     image: image as u32,
                     question: (k % self.questions) as u16,
@@ -342,9 +342,9 @@ impl ScoreWriter {
 /// A checksummed record is still rejected if its status is unknown or an answered pair's p_yes
 /// is not a probability (a record from a buggy writer must not poison training).
 fn record_is_valid(r: &Record) -> bool {
-    match status_from_u8(r.status) {
-        Some(Status::Missing) => true,
-        Some(_) => (0.0..=1.0).contains(&r.p_yes),
+    match Status::from_u8(r.status) {
+        Some(s) if s.is_usable() => (0.0..=1.0).contains(&r.p_yes),
+        Some(_) => true,
         None => false,
     }
 }

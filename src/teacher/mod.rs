@@ -36,6 +36,30 @@ pub enum Status {
     Missing = 2,
 }
 
+impl Status {
+    /// The byte the score store keeps.
+    pub const fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// The status a store byte stands for, if any.
+    pub fn from_u8(b: u8) -> Option<Status> {
+        [Status::Ok, Status::Floored, Status::Missing]
+            .into_iter()
+            .find(|s| s.as_u8() == b)
+    }
+
+    /// Whether a pair with this status carries a training target: the one place this rule lives.
+    pub fn is_usable(self) -> bool {
+        matches!(self, Status::Ok | Status::Floored)
+    }
+
+    /// [`Status::is_usable`] for a store byte (an unknown byte is not usable).
+    pub fn byte_is_usable(b: u8) -> bool {
+        Status::from_u8(b).is_some_and(Status::is_usable)
+    }
+}
+
 /// One (image, question) answer.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Score {

@@ -5,6 +5,7 @@
 //! File format (`logits.safetensors`): tensor `logits` [N, C] f32; metadata `format_version`,
 //! `dataset_fingerprint` (of the full split it was computed on) and `image_ids` (JSON list, row order).
 
+use super::rows::{align_by_id, Rows};
 use crate::data::Dataset;
 use crate::error::{input, IoContext, Result};
 use crate::files;
@@ -51,7 +52,7 @@ impl Default for KdConfig {
 /// Teacher logits aligned with a dataset's indices.
 pub struct TeacherLogits {
     pub c: usize,
-    rows: Vec<f32>,
+    rows: Rows,
 }
 
 impl TeacherLogits {
@@ -128,26 +129,14 @@ impl TeacherLogits {
                 "the teacher logits contain NaN or infinite values".into()
             ));
         }
-        let row_of: HashMap<&str, usize> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.as_str(), i))
-            .collect();
-        let mut rows = Vec::with_capacity(ds.len() * c);
-        for i in 0..ds.len() {
-            let r = *row_of
-                .get(ds.id(i))
-                .ok_or_else(|| bad(format!("no logits for image {:?}", ds.id(i))))?;
-            rows.extend_from_slice(&all[r * c..(r + 1) * c]);
-        }
+        let src = align_by_id(&ids, ds, |id| bad(format!("no logits for image {id:?}")))?;
+        let rows = Rows::from_fn(ds.len(), c, |i, row| {
+            row.copy_from_slice(&all[src[i] * c..(src[i] + 1) * c])
+        });
         Ok(TeacherLogits { c, rows })
     }
 
     pub fn batch(&self, indices: &[usize], device: &Device) -> Result<Tensor> {
-        let mut v = Vec::with_capacity(indices.len() * self.c);
-        for &i in indices {
-            v.extend_from_slice(&self.rows[i * self.c..(i + 1) * self.c]);
-        }
-        Ok(Tensor::from_vec(v, (indices.len(), self.c), device)?)
+        self.rows.batch(indices, device)
     }
 }

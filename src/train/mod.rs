@@ -7,6 +7,7 @@ pub mod kd;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod rows;
 pub mod schedule;
 pub mod targets;
 pub mod trainer;

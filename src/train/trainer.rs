@@ -576,8 +576,8 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
         None => None,
     };
     if let (Some(cov), Some(t)) = (coverage.as_mut(), &targets) {
-        cov.train_pairs = t.mask.len();
-        cov.masked_train_pairs = t.mask.iter().filter(|&&m| m == 0.0).count();
+        cov.train_pairs = t.mask.data.len();
+        cov.masked_train_pairs = t.mask.data.iter().filter(|&&m| m == 0.0).count();
         if cov.store.never_scored > 0 {
             progress::log(format!(
                 "aspects.allow_partial: training with {} of {} training pairs masked ({} never scored, {} missing in the store)",
