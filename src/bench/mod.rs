@@ -4,6 +4,9 @@
 pub mod peak;
 
 use crate::data::{RawImage, Sample};
+use crate::error::{input, IoContext, Result};
+use crate::scores::{LOCK_FILE, LOG_FILE, MANIFEST_FILE, MATRIX_FILE};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -49,6 +52,48 @@ pub fn synthetic_sample(i: usize, side: u32) -> Sample {
     }
 }
 
+/// `makd bench resume`'s scratch dir is removed before and after the bench; only an empty directory or one holding
+/// nothing but the bench's own synthetic store may be, so a mistyped `--dir` deletes nothing else.
+pub fn check_scratch_store_dir(dir: &Path) -> Result<()> {
+    let refuse = |why: String| {
+        input(
+            format!("{why}: the bench would delete it"),
+            dir.display().to_string(),
+            "pass a --dir that does not exist yet (the bench makes and removes it), or an empty one",
+        )
+    };
+    if !dir.is_dir() {
+        return Err(refuse("not a directory".into()));
+    }
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        names.push(entry.at(dir)?.file_name().to_string_lossy().into_owned());
+    }
+    if names.is_empty() {
+        return Ok(());
+    }
+    let ours = |n: &str| {
+        // The store's own files and their temp files (`.scores.safetensors.tmp.<pid>`, …).
+        [MANIFEST_FILE, LOG_FILE, MATRIX_FILE, LOCK_FILE]
+            .iter()
+            .any(|f| n == *f || (n.starts_with(&format!(".{f}")) && n.contains(".tmp")))
+    };
+    if let Some(other) = names.iter().find(|n| !ours(n)) {
+        return Err(refuse(format!(
+            "holds {other:?}, which the bench did not write"
+        )));
+    }
+    let manifest: serde_json::Value =
+        crate::files::read_json(&dir.join(MANIFEST_FILE), "written by makd bench resume")
+            .map_err(|_| refuse("holds a score store that is not the bench's".into()))?;
+    let synthetic = manifest["dataset_fingerprint"] == "synthetic"
+        && manifest["teacher"]["backend"] == "synthetic";
+    if !synthetic {
+        return Err(refuse("holds a score store that is not the bench's".into()));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +115,19 @@ mod tests {
         assert_eq!(a.image.pixels, synthetic_sample(3, 8).image.pixels);
         assert_ne!(a.image.pixels, synthetic_sample(4, 8).image.pixels);
         assert_eq!((a.image.width, a.image.pixels.len()), (8, 64));
+    }
+
+    #[test]
+    fn a_scratch_dir_left_by_a_crashed_bench_is_its_own() {
+        // The writer's lock file is the bench's too: a dir a killed bench left behind is reusable,
+        // while anything a user put there is not.
+        let dir = tempfile::tempdir().unwrap();
+        check_scratch_store_dir(dir.path()).unwrap();
+        let m = crate::scores::write_synthetic_log(dir.path(), 4, 2).unwrap();
+        drop(crate::scores::ScoreWriter::open(dir.path(), m).unwrap());
+        assert!(dir.path().join(LOCK_FILE).exists());
+        check_scratch_store_dir(dir.path()).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        assert!(check_scratch_store_dir(dir.path()).is_err());
     }
 }

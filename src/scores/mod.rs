@@ -21,7 +21,7 @@ mod shard;
 mod writer;
 
 pub use shard::Shard;
-pub use writer::{write_synthetic_log, ScoreWriter};
+pub use writer::{write_synthetic_log, ScoreWriter, LOCK_FILE};
 
 use crate::error::{input, IoContext, Result};
 use crate::files;

@@ -3,9 +3,8 @@
 //! pairs, 1.5 GB), then compaction into scores.safetensors.
 
 use anyhow::Result;
-use makd::error::{input, IoContext};
-use makd::scores::{write_synthetic_log, ScoreWriter, LOG_FILE, MANIFEST_FILE, MATRIX_FILE};
-use std::path::{Path, PathBuf};
+use makd::scores::{write_synthetic_log, ScoreWriter};
+use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
@@ -26,7 +25,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     if a.dir.exists() {
-        check_own_dir(&a.dir)?;
+        makd::bench::check_scratch_store_dir(&a.dir)?;
         std::fs::remove_dir_all(&a.dir)?;
     }
     let t = Instant::now();
@@ -60,48 +59,6 @@ pub fn run(a: Args) -> Result<()> {
             rss_after_resume.unwrap_or(f64::NAN),
             (pairs * 5) as f64 / 1e6
         );
-    }
-    Ok(())
-}
-
-/// The scratch dir is removed before and after the bench; only an empty directory or one holding
-/// nothing but the bench's own synthetic store may be, so a mistyped `--dir` deletes nothing else.
-fn check_own_dir(dir: &Path) -> makd::Result<()> {
-    let refuse = |why: String| {
-        input(
-            format!("{why}: the bench would delete it"),
-            dir.display().to_string(),
-            "pass a --dir that does not exist yet (the bench makes and removes it), or an empty one",
-        )
-    };
-    if !dir.is_dir() {
-        return Err(refuse("not a directory".into()));
-    }
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir).at(dir)? {
-        names.push(entry.at(dir)?.file_name().to_string_lossy().into_owned());
-    }
-    if names.is_empty() {
-        return Ok(());
-    }
-    let ours = |n: &str| {
-        // The store's own files and their temp files (`.scores.safetensors.tmp.<pid>`, …).
-        [MANIFEST_FILE, LOG_FILE, MATRIX_FILE]
-            .iter()
-            .any(|f| n == *f || (n.starts_with(&format!(".{f}")) && n.contains(".tmp")))
-    };
-    if let Some(other) = names.iter().find(|n| !ours(n)) {
-        return Err(refuse(format!(
-            "holds {other:?}, which the bench did not write"
-        )));
-    }
-    let manifest: serde_json::Value =
-        makd::files::read_json(&dir.join(MANIFEST_FILE), "written by makd bench resume")
-            .map_err(|_| refuse("holds a score store that is not the bench's".into()))?;
-    let synthetic = manifest["dataset_fingerprint"] == "synthetic"
-        && manifest["teacher"]["backend"] == "synthetic";
-    if !synthetic {
-        return Err(refuse("holds a score store that is not the bench's".into()));
     }
     Ok(())
 }
