@@ -5,8 +5,9 @@
 //! it (the scratch directory lies under `target/`), so `cargo build --release` builds the checkout.
 //! Then the files the README documents for the block are checked.
 //!
-//! The journeys train on all of Fashion-MNIST, as a user's would: they are `#[ignore]`d, and
-//! scripts/test runs them (`--include-ignored`).
+//! The journey trains on all of Fashion-MNIST, as a user's would, reading the README top to bottom
+//! in one checkout (the KD section's teacher is the Quick start's baseline; the experiment reads
+//! its score store): it is `#[ignore]`d, and scripts/test runs it (`--include-ignored`).
 
 mod common;
 use common::*;
@@ -261,8 +262,14 @@ fn train_labels() -> Vec<u8> {
 
 #[test]
 #[ignore = "trains on all of Fashion-MNIST; scripts/test runs it"]
-fn quick_start() {
+fn the_readme_top_to_bottom() {
     let c = Checkout::new();
+    quick_start(&c);
+    knowledge_distillation(&c);
+    experiment(&c);
+}
+
+fn quick_start(c: &Checkout) {
     let stdout = c.run(QUICK_START);
 
     let baseline = check_run_dir(&c.path("runs/fmnist-baseline"), 0);
@@ -302,12 +309,8 @@ fn quick_start() {
     }
 }
 
-#[test]
-#[ignore = "trains on all of Fashion-MNIST; scripts/test runs it"]
-fn knowledge_distillation() {
-    let c = Checkout::new();
+fn knowledge_distillation(c: &Checkout) {
     c.run(KD);
-    check_run_dir(&c.path("runs/fmnist-teacher"), 0);
 
     // The KD logits file: the teacher network's class logits for every training image, in order.
     let bytes = std::fs::read(c.path("work/fmnist-teacher.logits")).unwrap();
@@ -358,10 +361,7 @@ fn knowledge_distillation() {
     }
 }
 
-#[test]
-#[ignore = "trains several small students; scripts/test runs it"]
-fn experiment() {
-    let c = Checkout::new();
+fn experiment(c: &Checkout) {
     let stdout = c.run(EXPERIMENT);
     let out = c.path("reports/fmnist");
     let r = read_json(&out.join("results.json"));
