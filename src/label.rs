@@ -13,7 +13,8 @@
 use crate::aspects::{AspectSet, Question};
 use crate::data::Dataset;
 use crate::error::{input, Error, Result};
-use crate::scores::{self, Manifest, ScoreWriter, Shard, StoreSummary};
+use crate::scores::writer::ScoreWriter;
+use crate::scores::{self, Manifest, Shard, StoreSummary};
 use crate::teacher::{Mode, Score, Subject, Teacher};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -613,7 +614,7 @@ mod tests {
             dirs.push(d);
         }
         let merged = base.path().join("merged");
-        crate::scores::merge(&dirs, &merged).unwrap();
+        crate::scores::writer::merge(&dirs, &merged).unwrap();
         let m = ScoreStore::open(&merged).unwrap();
         let r = ScoreStore::open(&reference).unwrap();
         same_matrix(&m, &r);

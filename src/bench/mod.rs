@@ -5,7 +5,8 @@ pub mod peak;
 
 use crate::data::{RawImage, Sample};
 use crate::error::{input, IoContext, Result};
-use crate::scores::{LOCK_FILE, LOG_FILE, MANIFEST_FILE, MATRIX_FILE};
+use crate::scores::writer::LOCK_FILE;
+use crate::scores::{LOG_FILE, MANIFEST_FILE, MATRIX_FILE};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -123,8 +124,8 @@ mod tests {
         // while anything a user put there is not.
         let dir = tempfile::tempdir().unwrap();
         check_scratch_store_dir(dir.path()).unwrap();
-        let m = crate::scores::write_synthetic_log(dir.path(), 4, 2).unwrap();
-        drop(crate::scores::ScoreWriter::open(dir.path(), m).unwrap());
+        let m = crate::scores::writer::write_synthetic_log(dir.path(), 4, 2).unwrap();
+        drop(crate::scores::writer::ScoreWriter::open(dir.path(), m).unwrap());
         assert!(dir.path().join(LOCK_FILE).exists());
         check_scratch_store_dir(dir.path()).unwrap();
         std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();

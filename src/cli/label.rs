@@ -87,7 +87,7 @@ fn parse_shard(s: &str) -> Result<Shard, String> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(Command::Merge(m)) = args.command {
-        let summary = makd::scores::merge(&m.shards, &m.out)?;
+        let summary = makd::scores::writer::merge(&m.shards, &m.out)?;
         eprintln!("merged {} shards into {}", m.shards.len(), m.out.display());
         eprintln!("{summary}");
         return Ok(());
@@ -99,7 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let out = args.out.context("--out is required")?;
     let mode = Mode::from(args.mode);
     let aspects = AspectSet::load(&aspects_path)?;
-    let teacher = makd::teacher::build(&args.teacher.spec(mode)?, &aspects, mode)?;
+    let teacher = makd::teacher::spec::build(&args.teacher.spec(mode)?, &aspects, mode)?;
     let dataset = open_dataset(&dataset_spec, &args.split)?;
     eprintln!(
         "labeling {} with {} questions ({} mode) into {}",

@@ -4,7 +4,8 @@ use super::openai_args::{OpenAiArgs, PromptArgs};
 use makd::error::input;
 use makd::teacher::native::vl::VlOptions;
 use makd::teacher::native::TextOptions;
-use makd::teacher::{Mode, TeacherSpec};
+use makd::teacher::spec::TeacherSpec;
+use makd::teacher::Mode;
 use std::path::PathBuf;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

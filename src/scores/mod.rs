@@ -12,24 +12,22 @@
 //!   [`ScoreWriter::finish`]. Pairs never scored are status missing with `p_yes` NaN; their count
 //!   is kept in the file's metadata (`never_scored`).
 //!
-//! [`ScoreWriter`] makes or resumes a store, [`ScoreStore`] reads a finished one for training, and
-//! [`merge`] joins the shards of a `--shard i/n` run.
+//! [`writer::ScoreWriter`] makes or resumes a store and [`writer::merge`] joins the shards of a
+//! `--shard i/n` run; [`ScoreStore`] reads a finished one for training.
 
 pub mod derive;
 pub mod log;
 mod shard;
-mod writer;
+pub mod writer;
 
 pub use shard::Shard;
-pub use writer::{write_synthetic_log, ScoreWriter, LOCK_FILE};
 
 use crate::error::{input, IoContext, Result};
 use crate::files;
 use crate::teacher::{Status, TeacherInfo};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub const FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -558,80 +556,6 @@ fn read_matrix(bytes: &[u8], path: &Path, images: usize, questions: usize) -> Re
         never_scored,
         log_bytes,
     })
-}
-
-/// Join the stores of a `--shard i/n` run (one directory per shard, all `n` of them, each once)
-/// into one unsharded store at `out`. The shards' logs are replayed into `out`'s log, so `out` is
-/// exactly what one unsharded run would have written and can itself be resumed.
-pub fn merge(shards: &[PathBuf], out: &Path) -> Result<StoreSummary> {
-    if shards.is_empty() {
-        return Err(input(
-            "no shard directories given",
-            "makd label merge",
-            "pass every shard's --out directory",
-        ));
-    }
-    let manifests: Vec<Manifest> = shards
-        .iter()
-        .map(|d| read_manifest(d))
-        .collect::<Result<_>>()?;
-    let mut merged = manifests[0].clone();
-    merged.shard = None;
-    let mut seen: HashMap<usize, &PathBuf> = HashMap::new();
-    let mut count = None;
-    for (dir, m) in shards.iter().zip(&manifests) {
-        let at = dir.display().to_string();
-        let Some((i, n)) = m.shard.map(|s| (s.index(), s.count())) else {
-            return Err(input(
-                "this store is not a shard (it was labelled without --shard)",
-                at,
-                "merge only the stores of one --shard i/n run",
-            ));
-        };
-        let mut plain = m.clone();
-        plain.shard = None;
-        if let Some(diff) = merged.difference(&plain) {
-            return Err(input(
-                format!("this shard differs from {}: {diff}", shards[0].display()),
-                at,
-                "merge only shards of one run: same dataset, aspects.json and teacher",
-            ));
-        }
-        if *count.get_or_insert(n) != n {
-            return Err(input(
-                format!(
-                    "this shard is {i}/{n} but {} is of /{}",
-                    shards[0].display(),
-                    count.unwrap_or(0)
-                ),
-                at,
-                "merge only shards of one --shard i/n run",
-            ));
-        }
-        if let Some(other) = seen.insert(i, dir) {
-            return Err(input(
-                format!("shard {i}/{n} is given twice (also {})", other.display()),
-                at,
-                "pass each shard directory once",
-            ));
-        }
-    }
-    let n = count.unwrap_or(0);
-    if let Some(gap) = (0..n).find(|i| !seen.contains_key(i)) {
-        return Err(input(
-            format!(
-                "shard {gap}/{n} is missing: its images would be left unlabelled ({} of {n} shards given)",
-                seen.len()
-            ),
-            out.display().to_string(),
-            format!("label it with --shard {gap}/{n} and pass its directory too"),
-        ));
-    }
-    let mut writer = ScoreWriter::open(out, merged)?;
-    for dir in shards {
-        writer.absorb_shard(dir)?;
-    }
-    writer.finish()
 }
 
 #[cfg(test)]

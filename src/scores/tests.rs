@@ -1,6 +1,8 @@
 use super::log::{Record, HEADER_LEN, RECORD_LEN};
+use super::writer::*;
 use super::*;
 use crate::teacher::{Mode, Score, Status, TeacherInfo};
+use std::path::PathBuf;
 
 const IMAGES: usize = 7;
 const QS: usize = 4;

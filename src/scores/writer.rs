@@ -9,6 +9,7 @@ use super::{
 use crate::error::{input, IoContext, Result};
 use crate::files;
 use crate::teacher::{Score, Status};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -396,4 +397,78 @@ fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
+}
+
+/// Join the stores of a `--shard i/n` run (one directory per shard, all `n` of them, each once)
+/// into one unsharded store at `out`. The shards' logs are replayed into `out`'s log, so `out` is
+/// exactly what one unsharded run would have written and can itself be resumed.
+pub fn merge(shards: &[PathBuf], out: &Path) -> Result<StoreSummary> {
+    if shards.is_empty() {
+        return Err(input(
+            "no shard directories given",
+            "makd label merge",
+            "pass every shard's --out directory",
+        ));
+    }
+    let manifests: Vec<Manifest> = shards
+        .iter()
+        .map(|d| read_manifest(d))
+        .collect::<Result<_>>()?;
+    let mut merged = manifests[0].clone();
+    merged.shard = None;
+    let mut seen: HashMap<usize, &PathBuf> = HashMap::new();
+    let mut count = None;
+    for (dir, m) in shards.iter().zip(&manifests) {
+        let at = dir.display().to_string();
+        let Some((i, n)) = m.shard.map(|s| (s.index(), s.count())) else {
+            return Err(input(
+                "this store is not a shard (it was labelled without --shard)",
+                at,
+                "merge only the stores of one --shard i/n run",
+            ));
+        };
+        let mut plain = m.clone();
+        plain.shard = None;
+        if let Some(diff) = merged.difference(&plain) {
+            return Err(input(
+                format!("this shard differs from {}: {diff}", shards[0].display()),
+                at,
+                "merge only shards of one run: same dataset, aspects.json and teacher",
+            ));
+        }
+        if *count.get_or_insert(n) != n {
+            return Err(input(
+                format!(
+                    "this shard is {i}/{n} but {} is of /{}",
+                    shards[0].display(),
+                    count.unwrap_or(0)
+                ),
+                at,
+                "merge only shards of one --shard i/n run",
+            ));
+        }
+        if let Some(other) = seen.insert(i, dir) {
+            return Err(input(
+                format!("shard {i}/{n} is given twice (also {})", other.display()),
+                at,
+                "pass each shard directory once",
+            ));
+        }
+    }
+    let n = count.unwrap_or(0);
+    if let Some(gap) = (0..n).find(|i| !seen.contains_key(i)) {
+        return Err(input(
+            format!(
+                "shard {gap}/{n} is missing: its images would be left unlabelled ({} of {n} shards given)",
+                seen.len()
+            ),
+            out.display().to_string(),
+            format!("label it with --shard {gap}/{n} and pass its directory too"),
+        ));
+    }
+    let mut writer = ScoreWriter::open(out, merged)?;
+    for dir in shards {
+        writer.absorb_shard(dir)?;
+    }
+    writer.finish()
 }

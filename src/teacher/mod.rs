@@ -7,16 +7,14 @@
 //!
 //! Implementations: [`table`] (values from an annotation file), [`openai`] (any OpenAI-compatible
 //! server with logprobs), [`native`] (Qwen3-VL and text-only GGUF models run in process).
-//! [`build`] makes any of them from a [`TeacherSpec`]; [`yesno`] turns Yes/No token logits into
-//! P(yes) for every backend.
+//! `spec::build` makes any of them from a `spec::TeacherSpec` (the one factory, above the
+//! backends); [`yesno`] turns Yes/No token logits into P(yes) for every backend.
 
 pub mod native;
 pub mod openai;
-mod spec;
+pub mod spec;
 pub mod table;
 pub mod yesno;
-
-pub use spec::{build, TeacherSpec};
 
 use crate::aspects::Question;
 use crate::data::Sample;

@@ -3,7 +3,7 @@
 //! pairs, 1.5 GB), then compaction into scores.safetensors.
 
 use anyhow::Result;
-use makd::scores::{write_synthetic_log, ScoreWriter};
+use makd::scores::writer::{write_synthetic_log, ScoreWriter};
 use std::path::PathBuf;
 use std::time::Instant;
 
