@@ -331,7 +331,7 @@ fn a_dead_endpoint_stops_the_run_instead_of_marking_everything_missing() {
     let err = t
         .score(Subject::Class("shirt"), &questions(&WORDS[..5]))
         .unwrap_err();
-    let text = err.to_string();
+    let text = err.report();
     assert!(
         text.contains("no request has succeeded; 3 gave up"),
         "{text}"
