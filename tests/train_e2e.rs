@@ -435,20 +435,7 @@ fn partial_stores_need_allow_partial_and_are_counted() {
     let table_path = tmp.path().join("two.csv");
     std::fs::write(&table_path, table).unwrap();
     let two_test = tmp.path().join("two-test");
-    ok(makd()
-        .args([
-            "label",
-            "--dataset",
-            "fashion-mnist",
-            "--split",
-            "test",
-            "--aspects",
-        ])
-        .arg(&two)
-        .args(["--backend", "table", "--table"])
-        .arg(&table_path)
-        .arg("--out")
-        .arg(&two_test));
+    label_fashion_mnist_with("test", &two, &table_path, &two_test, &[]);
     let err = user_error(
         makd()
             .args(["eval", "--run-dir"])

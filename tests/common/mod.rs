@@ -68,6 +68,23 @@ pub fn require_fashion_mnist() {
 /// Label a Fashion-MNIST split with the shipped aspect set and its per-class annotation table
 /// (`extra` flags, e.g. `["--mode", "class"]`, go before `--out`).
 pub fn label_fashion_mnist_table(split: &str, out: &Path, extra: &[&str]) {
+    label_fashion_mnist_with(
+        split,
+        &repo().join("examples/fashion-mnist/aspects.json"),
+        &repo().join("examples/fashion-mnist/aspect_table.csv"),
+        out,
+        extra,
+    );
+}
+
+/// Label a Fashion-MNIST split with the table teacher, from a given aspect set and table.
+pub fn label_fashion_mnist_with(
+    split: &str,
+    aspects: &Path,
+    table: &Path,
+    out: &Path,
+    extra: &[&str],
+) {
     ok(makd()
         .args([
             "label",
@@ -76,14 +93,10 @@ pub fn label_fashion_mnist_table(split: &str, out: &Path, extra: &[&str]) {
             "--split",
             split,
             "--aspects",
-            "examples/fashion-mnist/aspects.json",
         ])
-        .args([
-            "--backend",
-            "table",
-            "--table",
-            "examples/fashion-mnist/aspect_table.csv",
-        ])
+        .arg(aspects)
+        .args(["--backend", "table", "--table"])
+        .arg(table)
         .args(extra)
         .arg("--out")
         .arg(out));
