@@ -66,6 +66,7 @@ pub trait Dataset: Send + Sync {
 }
 
 pub mod csv;
+pub mod detection;
 pub mod idx;
 pub mod imagefolder;
 pub mod loader;
