@@ -11,6 +11,7 @@
 pub mod aspects;
 pub mod bench;
 pub mod data;
+pub mod detect;
 pub mod error;
 pub mod experiment;
 pub mod files;
