@@ -104,10 +104,15 @@ fn classification_training_is_bit_identical_to_the_recorded_run() {
         "makd": record(&tmp.path().join("makd")),
     });
     if std::env::var_os("MAKD_RECORD_REGRESSION").is_some() {
-        std::fs::write(fixture(), serde_json::to_string_pretty(&now).unwrap() + "\n").unwrap();
+        std::fs::write(
+            fixture(),
+            serde_json::to_string_pretty(&now).unwrap() + "\n",
+        )
+        .unwrap();
         return;
     }
-    let recorded: Value = serde_json::from_str(&std::fs::read_to_string(fixture()).unwrap()).unwrap();
+    let recorded: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture()).unwrap()).unwrap();
     if recorded["cpu"] != now["cpu"] {
         eprintln!(
             "SKIPPED: recorded on a CPU with {}, this one has {}: the GEMM kernels differ, so the bits do",
@@ -120,7 +125,10 @@ fn classification_training_is_bit_identical_to_the_recorded_run() {
             recorded[run]["metrics"], now[run]["metrics"],
             "{run}: metrics.jsonl differs from the recorded run"
         );
-        assert_eq!(recorded[run]["summary"], now[run]["summary"], "{run}: summary.json");
+        assert_eq!(
+            recorded[run]["summary"], now[run]["summary"],
+            "{run}: summary.json"
+        );
         assert_eq!(
             recorded[run]["checkpoint"], now[run]["checkpoint"],
             "{run}: checkpoint bytes"

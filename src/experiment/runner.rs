@@ -346,7 +346,7 @@ fn run_result(seed: u64, run_dir: &RunDir, s: &Summary) -> Result<RunResult> {
         .map(|m| CurvePoint {
             epoch: m.epoch,
             train_loss: m.train_loss,
-            test_top1: m.test_top1,
+            test_top1: m.task.test_top1,
         })
         .collect();
     Ok(RunResult {

@@ -18,7 +18,9 @@ pub struct State {
     pub epoch: usize,
     /// Optimizer steps taken.
     pub step: u64,
-    pub best_test_top1: f64,
+    /// The task's best end-of-epoch score (test top-1 %, or test mAP), the epoch `best/` holds.
+    #[serde(alias = "best_test_top1")]
+    pub best_score: f64,
     pub best_epoch: usize,
     /// Training seconds so far (summed over resumes).
     pub seconds: f64,

@@ -1,7 +1,9 @@
 //! Training: losses, optimizers, schedules, the loop, checkpoints, metrics.
 
 pub mod checkpoint;
+pub mod classify;
 pub mod config;
+pub mod fit;
 pub mod init;
 pub mod kd;
 pub mod loss;

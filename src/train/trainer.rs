@@ -10,23 +10,21 @@ use crate::files;
 use crate::progress;
 use crate::scores::{ScoreStore, StoreSummary};
 use crate::student::{self, Pass, Student};
-use crate::train::checkpoint::{self, State};
+use crate::train::checkpoint;
+use crate::train::classify::{ClassEpoch, Classify};
 use crate::train::config::TrainConfig;
+use crate::train::fit;
 use crate::train::init::seeded_var_builder;
-use crate::train::kd::{KdMethod, TeacherLogits};
+use crate::train::kd::TeacherLogits;
 use crate::train::loss;
 use crate::train::metrics::{topk_correct, AspectAccumulator, AspectMetrics};
 use crate::train::optim::Optimizer;
 use crate::train::targets::Targets;
 use candle_core::{Device, Tensor, D};
 use candle_nn::VarMap;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// What `makd train` writes into a run dir; `--fresh` removes these and nothing else.
 const RUN_DIR_ENTRIES: [&str; 5] = [
@@ -224,30 +222,8 @@ fn class_difference(model: &[String], dataset: &[String]) -> String {
     parts.join("; ")
 }
 
-/// One line of `metrics.jsonl`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochMetrics {
-    pub epoch: usize,
-    pub lr: f64,
-    pub train_loss: f64,
-    pub train_ce: f64,
-    pub train_bce: Option<f64>,
-    /// The KD (or DKD) term before its weight, when `kd.logits` is set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub train_kd: Option<f64>,
-    pub train_top1: f64,
-    pub test_loss: f64,
-    pub test_top1: f64,
-    pub test_top5: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test_aspect_bce: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test_aspect_auc: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test_aspect_agreement: Option<f64>,
-    pub seconds: f64,
-    pub images_per_s: f64,
-}
+/// One line of a classification run's `metrics.jsonl`.
+pub type EpochMetrics = fit::EpochRecord<ClassEpoch>;
 
 /// `summary.json`: the run's final numbers. `test_top1`/`test_top5` are the LAST epoch's (choosing the
 /// best epoch on the test set would flatter the result); the best epoch is reported beside them.
@@ -616,11 +592,6 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
     }
 
     // Fresh start or resume.
-    let last_dir = run_dir.checkpoint("last");
-    if fresh {
-        run_dir.clear_for_fresh()?;
-    }
-    let resume_from = checkpoint::existing(&last_dir);
     let info = ModelInfo {
         arch: cfg.model.arch.to_string(),
         classes: ds.train.classes().to_vec(),
@@ -629,42 +600,17 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
         train_fingerprint: Some(ds.full_train.fingerprint()),
         test_fingerprint: Some(ds.full_test.fingerprint()),
     };
-    if resume_from.is_some() {
-        let saved = run_dir.load_config()?;
-        if &saved != cfg {
-            return Err(input(
-                format!(
-                    "this run dir holds a run with a different config (differs in: {})",
-                    config_diff(&saved.to_toml(), &cfg.to_toml()).join(", ")
-                ),
-                run_dir.root.display().to_string(),
-                "pass --fresh to start over in it, or use another --run-dir",
-            ));
-        }
-        check_resumable(&run_dir.load_model_info()?, &info, &run_dir.root)?;
-    }
-    std::fs::create_dir_all(&run_dir.root).at(&run_dir.root)?;
-    files::write_atomic(&run_dir.config(), cfg.to_toml().as_bytes())?;
-    files::write_json_atomic(&run_dir.model_info(), &info)?;
-
+    let resume_from = fit::open_run(cfg, run_dir, fresh, &info, check_resumable)?;
     let mut model = Model::build(cfg, c, q, &dev)?;
     let mut opt = Optimizer::new(cfg.optim.clone(), model.trainable());
-    let mut state = State::default();
-    let mut history: Vec<EpochMetrics> = Vec::new();
-    if let Some(dir) = &resume_from {
-        state = checkpoint::load_model(dir, &mut model.varmap)?;
-        checkpoint::load_optimizer(dir, &mut opt, state.step, &dev)?;
-        history = read_metrics(&run_dir.metrics())?
-            .into_iter()
-            .filter(|m| m.epoch <= state.epoch)
-            .collect();
-        progress::log(format!(
-            "resuming {} after epoch {}/{}",
-            run_dir.root.display(),
-            state.epoch,
-            cfg.train.epochs
-        ));
-    }
+    let mut run = fit::restore(
+        resume_from.as_deref(),
+        run_dir,
+        &mut model.varmap,
+        &mut opt,
+        &dev,
+        cfg.train.epochs,
+    )?;
     let params = model.param_count();
     progress::log(format!(
         "training {} ({params} parameters, {c} classes + {q} aspects) on {} train / {} test images",
@@ -674,168 +620,23 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
     ));
 
     let transform = Arc::new(Transform::new(cfg.transform.clone())?);
-    let steps_per_epoch = ds.train.len().div_ceil(cfg.train.batch_size);
-    let mut last_eval = EvalResult::default();
-    for epoch in state.epoch..cfg.train.epochs {
-        let t0 = Instant::now();
-        let mut order: Vec<usize> = (0..ds.train.len()).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(
-            cfg.train.seed,
-            epoch as u64,
-        )));
-        let iter = batches(
-            ds.train.clone(),
-            order,
-            cfg.train.batch_size,
-            transform.clone(),
-            true,
-            mix(cfg.train.seed ^ 0xA5A5, epoch as u64),
-            cfg.data.workers,
-            4,
-        );
-        let pb = progress::bar(
-            steps_per_epoch as u64,
-            &format!("epoch {}/{}", epoch + 1, cfg.train.epochs),
-            "steps",
-        );
-        let (mut sum_loss, mut sum_ce, mut sum_bce, mut sum_kd, mut correct, mut seen) =
-            (0.0, 0.0, 0.0, 0.0, 0usize, 0usize);
-        let mut lr = opt.lr();
-        for (i, batch) in iter.enumerate() {
-            let batch = batch?;
-            lr = cfg.schedule.lr_at(
-                cfg.optim.lr,
-                epoch as f64 + i as f64 / steps_per_epoch as f64,
-                cfg.train.epochs,
-            );
-            opt.set_lr(lr);
-            let xs = batch.images_tensor(&dev)?;
-            let ys = batch.labels_tensor(&dev)?;
-            // Dropout masks from (seed, step): the same after a resume.
-            let pass = Pass::Train {
-                seed: mix(cfg.train.seed ^ 0xD0D0, opt.steps()),
-            };
-            let logits = model.student.forward(&xs, pass)?;
-            let class_logits = logits.narrow(1, 0, c)?;
-            let ce = loss::cross_entropy(&class_logits, &ys, cfg.train.label_smoothing)?;
-            let mut total = ce.clone();
-            if let Some(t) = &teacher_logits {
-                let tl = t.batch(&batch.indices, &dev)?;
-                let k = &cfg.kd;
-                let term = match k.method {
-                    KdMethod::Kd => loss::kd_kl(&class_logits, &tl, k.temperature)?,
-                    KdMethod::Dkd => loss::dkd(
-                        &class_logits,
-                        &tl,
-                        &ys,
-                        k.dkd_alpha,
-                        k.dkd_beta,
-                        k.temperature,
-                    )?,
-                };
-                sum_kd += term.to_scalar::<f32>()? as f64 * batch.labels.len() as f64;
-                total = (total + (term * k.weight)?)?;
-            }
-            if let Some(t) = &targets {
-                let (p_yes, mask) = t.batch(&batch.indices, &dev)?;
-                let bce = loss::soft_bce_with_logits(&logits.narrow(1, c, q)?, &p_yes, &mask)?;
-                sum_bce += bce.to_scalar::<f32>()? as f64 * batch.labels.len() as f64;
-                total = (total + (bce * cfg.aspects.alpha)?)?;
-            }
-            let loss_v = total.to_scalar::<f32>()?;
-            if !loss_v.is_finite() {
-                return Err(input(
-                    format!("the loss became {loss_v} at epoch {} step {i}", epoch + 1),
-                    run_dir.root.display().to_string(),
-                    "lower optim.lr; the last good checkpoint is in checkpoints/last",
-                ));
-            }
-            let grads = total.backward()?;
-            opt.step(&grads)?;
-            let n = batch.labels.len();
-            sum_loss += loss_v as f64 * n as f64;
-            sum_ce += ce.to_scalar::<f32>()? as f64 * n as f64;
-            let cl = class_logits
-                .to_dtype(candle_core::DType::F32)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            correct += topk_correct(&cl, c, &batch.labels, 1);
-            seen += n;
-            pb.set_message(format!(
-                "loss {:.4} acc {:.1}%",
-                sum_loss / seen as f64,
-                100.0 * correct as f64 / seen as f64
-            ));
-            pb.inc(1);
-        }
-        pb.finish_and_clear();
-        let train_secs = t0.elapsed().as_secs_f64();
-        let eval = evaluate(
-            &model,
-            ds.test.clone(),
-            &transform,
-            cfg.train.eval_batch_size,
-            cfg.data.workers,
-            test_targets.as_ref(),
-            false,
-        )?;
-        let secs = t0.elapsed().as_secs_f64();
-        state.epoch = epoch + 1;
-        state.step = opt.steps();
-        state.seconds += secs;
-        let m = EpochMetrics {
-            epoch: epoch + 1,
-            lr,
-            train_loss: sum_loss / seen as f64,
-            train_ce: sum_ce / seen as f64,
-            train_bce: targets.as_ref().map(|_| sum_bce / seen as f64),
-            train_kd: teacher_logits.as_ref().map(|_| sum_kd / seen as f64),
-            train_top1: 100.0 * correct as f64 / seen as f64,
-            test_loss: eval.loss,
-            test_top1: eval.top1,
-            test_top5: eval.top5,
-            test_aspect_bce: eval.aspects.as_ref().map(|a| a.bce),
-            test_aspect_auc: eval.aspects.as_ref().and_then(|a| a.auc),
-            test_aspect_agreement: eval.aspects.as_ref().map(|a| a.agreement),
-            seconds: secs,
-            images_per_s: seen as f64 / train_secs,
-        };
-        progress::log(format!(
-            "epoch {}/{}  loss {:.4}  train {:.2}%  test top-1 {:.2}% top-5 {:.2}%  lr {:.2e}  {:.0} img/s  {:.1} s",
-            m.epoch, cfg.train.epochs, m.train_loss, m.train_top1, m.test_top1, m.test_top5, lr, m.images_per_s, secs
-        ));
-        history.push(m);
-        let improved = eval.top1 > state.best_test_top1 || state.best_epoch == 0;
-        if improved {
-            state.best_test_top1 = eval.top1;
-            state.best_epoch = epoch + 1;
-        }
-        write_metrics(&run_dir.metrics(), &history)?;
-        checkpoint::save_epoch(
-            &last_dir,
-            &run_dir.checkpoint("best"),
-            &model.varmap,
-            &opt,
-            &state,
-            improved,
-        )?;
-        last_eval = eval;
+    let mut task = Classify::new(
+        cfg,
+        &model,
+        ds.train.clone(),
+        ds.test.clone(),
+        transform,
+        targets.as_ref(),
+        test_targets.as_ref(),
+        teacher_logits.as_ref(),
+    );
+    fit::fit(&mut task, cfg, run_dir, &model.varmap, &mut opt, &mut run)?;
+    if task.last_eval.images == 0 {
+        // Nothing left to train (a finished run resumed): report its final evaluation.
+        task.last_eval = task.evaluate()?;
     }
-    if resume_from.is_some()
-        && history.last().map(|m| m.epoch) == Some(cfg.train.epochs)
-        && last_eval.images == 0
-    {
-        // Nothing left to train: report the finished run's final evaluation.
-        last_eval = evaluate(
-            &model,
-            ds.test.clone(),
-            &transform,
-            cfg.train.eval_batch_size,
-            cfg.data.workers,
-            test_targets.as_ref(),
-            false,
-        )?;
-    }
+    let last_eval = task.last_eval;
+    let state = run.state;
     let summary = Summary {
         arch: cfg.model.arch.to_string(),
         num_classes: c,
@@ -846,7 +647,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
         test_images: ds.test.len(),
         test_top1: last_eval.top1,
         test_top5: last_eval.top5,
-        best_test_top1: state.best_test_top1,
+        best_test_top1: state.best_score,
         best_epoch: state.best_epoch,
         seconds: state.seconds,
         test_aspects: last_eval.aspects,
@@ -858,7 +659,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
 
 /// A resume continues the saved run only on the data it was trained on: the same classes in
 /// the same order, the same images and labels, the same questions.
-fn check_resumable(saved: &ModelInfo, now: &ModelInfo, root: &Path) -> Result<()> {
+pub(crate) fn check_resumable(saved: &ModelInfo, now: &ModelInfo, root: &Path) -> Result<()> {
     saved.check_classes(&now.classes, root)?;
     let changed = |split: &str, a: &Option<String>, b: &Option<String>| {
         match (a, b) {
@@ -998,7 +799,7 @@ pub fn load_run(run_dir: &RunDir, which: &str) -> Result<(TrainConfig, ModelInfo
 
 /// The dotted keys whose values differ between two TOML documents, with both values
 /// (`train.epochs: 3 in the run dir, 5 now`).
-fn config_diff(a: &str, b: &str) -> Vec<String> {
+pub(crate) fn config_diff(a: &str, b: &str) -> Vec<String> {
     fn walk(prefix: &str, a: Option<&toml::Value>, b: Option<&toml::Value>, out: &mut Vec<String>) {
         match (a, b) {
             (Some(toml::Value::Table(x)), Some(toml::Value::Table(y))) => {
@@ -1037,37 +838,9 @@ pub fn split_outputs(row: &[f32], c: usize) -> Result<(Vec<f32>, Vec<f32>)> {
     Ok((probs, aspects))
 }
 
-fn mix(a: u64, b: u64) -> u64 {
-    a.wrapping_mul(0x9E3779B97F4A7C15) ^ b.wrapping_add(0x632BE59BD9B4E019).rotate_left(17)
-}
-
+/// A classification run's `metrics.jsonl` (none yet: empty).
 pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
-    if !path.exists() {
-        return Ok(vec![]);
-    }
-    let text = std::fs::read_to_string(path).at(path)?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| {
-                input(
-                    format!("bad metrics line: {e}"),
-                    format!("{}:{}", path.display(), i + 1),
-                    "metrics.jsonl is written by makd train",
-                )
-            })
-        })
-        .collect()
-}
-
-fn write_metrics(path: &Path, history: &[EpochMetrics]) -> Result<()> {
-    let mut text = String::new();
-    for m in history {
-        text.push_str(&serde_json::to_string(m).expect("metrics serialize"));
-        text.push('\n');
-    }
-    files::write_atomic(path, text.as_bytes())
+    fit::read_records(path)
 }
 
 #[cfg(test)]
