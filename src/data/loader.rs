@@ -73,7 +73,8 @@ fn sample_rng(seed: u64, index: usize) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(splitmix64(splitmix64(seed) ^ index as u64))
 }
 
-struct Job {
+/// Classification batches: images through a [`Transform`], with their labels.
+pub struct Job {
     ds: Arc<dyn Dataset>,
     order: Arc<Vec<usize>>,
     batch_size: usize,
@@ -82,7 +83,20 @@ struct Job {
     seed: u64,
 }
 
-impl Job {
+/// What the loader threads run: batch `k` of a pass, built on any thread. Classification's
+/// [`Batch`]es come from [`batches`]; other tasks (detection) implement their own builder and
+/// get the same ordered, prefetching, panic-safe threads from [`spawn`].
+pub trait BatchBuilder: Send + Sync + 'static {
+    type Batch: Send + 'static;
+    /// Number of batches in the pass.
+    fn num_batches(&self) -> usize;
+    /// Build batch `k`.
+    fn build(&self, k: usize) -> Result<Self::Batch>;
+}
+
+impl BatchBuilder for Job {
+    type Batch = Batch;
+
     fn num_batches(&self) -> usize {
         self.order.len().div_ceil(self.batch_size)
     }
@@ -112,12 +126,12 @@ impl Job {
     }
 }
 
-/// Iterator over the batches of one pass; see [`batches`].
-pub struct BatchIter {
-    job: Arc<Job>,
+/// Iterator over the batches of one pass; see [`batches`] and [`spawn`].
+pub struct BatchIter<J: BatchBuilder = Job> {
+    job: Arc<J>,
     next: usize,
     done: bool,
-    receivers: Vec<Receiver<Result<Batch>>>,
+    receivers: Vec<Receiver<Result<J::Batch>>>,
     workers: Vec<Option<JoinHandle<()>>>,
 }
 
@@ -143,6 +157,12 @@ pub fn batches(
         train,
         seed,
     });
+    spawn(job, workers, prefetch)
+}
+
+/// The batches of `job`, built by `workers` threads (0: on the calling thread) each at most
+/// `prefetch` batches ahead, returned in order. Worker `w` builds batches `w, w + W, …`.
+pub fn spawn<J: BatchBuilder>(job: Arc<J>, workers: usize, prefetch: usize) -> BatchIter<J> {
     let workers = workers.min(job.num_batches());
     let mut receivers = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
@@ -190,17 +210,17 @@ fn panicked(k: usize, payload: &(dyn std::any::Any + Send)) -> Error {
     }
 }
 
-impl BatchIter {
+impl<J: BatchBuilder> BatchIter<J> {
     /// Number of batches in the whole pass (including ones already returned).
     pub fn num_batches(&self) -> usize {
         self.job.num_batches()
     }
 }
 
-impl Iterator for BatchIter {
-    type Item = Result<Batch>;
+impl<J: BatchBuilder> Iterator for BatchIter<J> {
+    type Item = Result<J::Batch>;
 
-    fn next(&mut self) -> Option<Result<Batch>> {
+    fn next(&mut self) -> Option<Result<J::Batch>> {
         if self.done || self.next >= self.job.num_batches() {
             return None;
         }
@@ -241,7 +261,7 @@ impl Iterator for BatchIter {
     }
 }
 
-impl Drop for BatchIter {
+impl<J: BatchBuilder> Drop for BatchIter<J> {
     fn drop(&mut self) {
         // Closing the channels makes every blocked or finishing worker's next send fail.
         self.receivers.clear();

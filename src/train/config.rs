@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
+    /// What the student learns: `classify` (the default) or `detect` (boxes; see `[detect]`).
+    #[serde(default, skip_serializing_if = "TaskKind::is_classify")]
+    pub task: TaskKind,
     #[serde(default)]
     pub data: DataConfig,
     #[serde(default)]
@@ -33,6 +36,76 @@ pub struct TrainConfig {
     pub train: LoopConfig,
     #[serde(default)]
     pub kd: KdConfig,
+    /// The detector's settings (`task = "detect"` only).
+    #[serde(default, skip_serializing_if = "DetectConfig::is_default")]
+    pub detect: DetectConfig,
+}
+
+/// The task a run trains for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskKind {
+    /// Image classification: C class logits + Q aspect logits.
+    #[default]
+    Classify,
+    /// Object detection: a CenterNet-style detector with an aspect head.
+    Detect,
+}
+
+impl TaskKind {
+    pub fn is_classify(&self) -> bool {
+        *self == TaskKind::Classify
+    }
+}
+
+/// What the detector's aspect head answers for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AspectMode {
+    /// One answer per image (scene): pooled backbone features → Q logits, against the P(yes)
+    /// of a store labeled on the scenes (`makd label --dataset scenes:…`).
+    #[default]
+    Image,
+    /// One answer per object: Q logits read at each ground-truth centre, against the P(yes) of a
+    /// store labeled on the objects (`makd label --dataset crops:…`).
+    Object,
+}
+
+impl std::fmt::Display for AspectMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AspectMode::Image => "image",
+            AspectMode::Object => "object",
+        })
+    }
+}
+
+/// `[detect]`: the CenterNet-style detector (output stride 4) on top of a `model.arch` backbone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    /// `image` (one aspect answer per scene) or `object` (one per ground-truth box).
+    pub aspect_mode: AspectMode,
+    /// Channels of the upsampling neck.
+    pub neck_channels: usize,
+    /// Channels of the hidden layer of each head (heatmap, size, offset, aspects).
+    pub head_channels: usize,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            aspect_mode: AspectMode::Image,
+            neck_channels: 64,
+            head_channels: 64,
+        }
+    }
+}
+
+impl DetectConfig {
+    pub fn is_default(&self) -> bool {
+        *self == DetectConfig::default()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -210,7 +283,51 @@ impl TrainConfig {
             ));
         }
         self.transform.validate()?;
-        Ok(())
+        self.validate_task(at)
+    }
+
+    /// The combinations a task cannot train: a `[detect]` section on a classifier, KD or
+    /// augmentations that would move boxes on a detector.
+    fn validate_task(&self, at: &str) -> Result<()> {
+        match self.task {
+            TaskKind::Classify if !self.detect.is_default() => Err(input(
+                "a [detect] section is set but task is \"classify\"",
+                at,
+                "set task = \"detect\" to train a detector, or remove [detect]",
+            )),
+            TaskKind::Classify => Ok(()),
+            TaskKind::Detect => {
+                if self.kd.logits.is_some() {
+                    return Err(input(
+                        "kd.logits is set but task is \"detect\": KD from a teacher network's class logits applies to classifiers",
+                        at,
+                        "remove [kd] from a detection config",
+                    ));
+                }
+                if !matches!(
+                    self.transform.augment,
+                    crate::data::transform::Augment::None | crate::data::transform::Augment::Flip
+                ) {
+                    return Err(input(
+                        format!(
+                            "transform.augment = {:?} is not available for detection (it would move boxes out of their objects)",
+                            self.transform.augment
+                        ),
+                        at,
+                        "use \"none\" or \"flip\" (boxes are flipped with the image)",
+                    ));
+                }
+                let d = &self.detect;
+                if d.neck_channels == 0 || d.head_channels == 0 {
+                    return Err(input(
+                        "detect.neck_channels and detect.head_channels must be > 0",
+                        at,
+                        "CenterNet's small heads use 64",
+                    ));
+                }
+                Ok(())
+            }
+        }
     }
 
     pub fn to_toml(&self) -> String {
