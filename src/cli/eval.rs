@@ -5,6 +5,7 @@ use anyhow::Result;
 use makd::data::transform::Transform;
 use makd::data::Split;
 use makd::train::checkpoint;
+use makd::train::config::TaskKind;
 use makd::train::kd::TeacherLogits;
 use makd::train::trainer::{self, RunDir};
 use std::path::PathBuf;
@@ -31,6 +32,11 @@ pub struct Args {
     /// KD student. The whole split is scored, so any student's subset of it is covered.
     #[arg(long)]
     logits_out: Option<PathBuf>,
+    /// Detection runs: also write every detection (top 100 per image, boxes in the original
+    /// images' pixels) as COCO results JSON `[{image_id, category_id, bbox, score}]`, with the
+    /// ids of `makd data export`'s annotations.json, for pycocotools or any COCO tool.
+    #[arg(long)]
+    detections_out: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -38,6 +44,31 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let run_dir = RunDir::new(&args.run_dir);
+    if run_dir.load_config()?.task == TaskKind::Detect {
+        if args.logits_out.is_some() || args.scores.is_some() {
+            return Err(makd::error::input(
+                "--logits-out and --scores apply to classification runs; this is a detection run",
+                run_dir.root.display().to_string(),
+                "use --detections-out FILE for a detection run's COCO results",
+            )
+            .into());
+        }
+        return super::detect::eval(
+            &run_dir,
+            &args.checkpoint,
+            args.split,
+            args.detections_out.as_deref(),
+            args.json,
+        );
+    }
+    if let Some(p) = &args.detections_out {
+        return Err(makd::error::input(
+            "--detections-out applies to detection runs (task = \"detect\"); this run is a classifier",
+            p.display().to_string(),
+            "use --logits-out FILE for a classifier's class logits",
+        )
+        .into());
+    }
     let (cfg, info, model) = trainer::load_run(&run_dir, &args.checkpoint)?;
     // The directory the weights came from (`<name>.old` after a crash mid-save).
     let ckpt_dir = checkpoint::existing(&run_dir.checkpoint(&args.checkpoint))

@@ -4,6 +4,7 @@
 mod aspects;
 mod bench;
 mod demo;
+mod detect;
 mod eval;
 mod experiment;
 mod label;

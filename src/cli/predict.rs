@@ -22,6 +22,13 @@ pub struct Args {
     /// Print JSON (one object per image) instead of text.
     #[arg(long)]
     json: bool,
+    /// Detection runs: draw the boxes, categories and top aspect answers onto the image and
+    /// write it as this PNG (with several images: a directory, one `<image name>.png` each).
+    #[arg(long, value_name = "OUT.png")]
+    draw: Option<PathBuf>,
+    /// Detection runs: list (and draw) only objects scoring at least this [default: 0.3].
+    #[arg(long)]
+    min_score: Option<f32>,
     /// Image files (png, jpeg, webp).
     #[arg(required = true)]
     images: Vec<PathBuf>,
@@ -29,6 +36,24 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let run_dir = RunDir::new(&args.run_dir);
+    if run_dir.load_config()?.task == makd::train::config::TaskKind::Detect {
+        return super::detect::predict(
+            &run_dir,
+            &args.checkpoint,
+            &args.images,
+            args.min_score.unwrap_or(0.3),
+            args.draw.as_deref(),
+            args.json,
+        );
+    }
+    if args.draw.is_some() || args.min_score.is_some() {
+        return Err(makd::error::input(
+            "--draw and --min-score apply to detection runs (task = \"detect\"); this run is a classifier",
+            run_dir.root.display().to_string(),
+            "leave them out for a classifier",
+        )
+        .into());
+    }
     let (cfg, info, model) = trainer::load_run(&run_dir, &args.checkpoint)?;
     check_dataset_classes(&cfg.data.dataset, &info, &run_dir)?;
     let dev = model.device.clone();

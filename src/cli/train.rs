@@ -1,7 +1,7 @@
 //! `makd train`: train a student into a run dir (resumes automatically from `checkpoints/last`).
 
 use anyhow::Result;
-use makd::train::config::TrainConfig;
+use makd::train::config::{TaskKind, TrainConfig};
 use makd::train::trainer::{self, RunDir};
 use std::path::PathBuf;
 
@@ -33,6 +33,9 @@ pub fn run(args: Args) -> Result<()> {
         None => TrainConfig::from_sets(&args.sets)?,
     };
     let run_dir = RunDir::new(&args.run_dir);
+    if cfg.task == TaskKind::Detect {
+        return super::detect::train(&cfg, &run_dir, args.fresh, args.json);
+    }
     let summary = trainer::train(&cfg, &run_dir, args.fresh)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);

@@ -69,7 +69,8 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn sample_rng(seed: u64, index: usize) -> ChaCha8Rng {
+/// The RNG of one sample's augmentation: a function of `(seed, dataset index)` alone.
+pub fn sample_rng(seed: u64, index: usize) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(splitmix64(splitmix64(seed) ^ index as u64))
 }
 

@@ -8,3 +8,5 @@ pub mod centernet;
 pub mod cocoeval;
 pub mod heatmap;
 pub mod loss;
+pub mod task;
+pub mod draw;

@@ -319,14 +319,7 @@ impl Model {
 
     /// Trainable parameters by name (BatchNorm running statistics excluded).
     pub fn trainable(&self) -> Vec<(String, candle_core::Var)> {
-        let data = self.varmap.data().lock().expect("varmap lock");
-        let mut v: Vec<_> = data
-            .iter()
-            .filter(|(n, _)| !student::is_running_stat(n))
-            .map(|(n, v)| (n.clone(), v.clone()))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+        trainable_vars(&self.varmap)
     }
 
     pub fn param_count(&self) -> usize {
@@ -335,6 +328,18 @@ impl Model {
             .map(|(_, v)| v.as_tensor().elem_count())
             .sum()
     }
+}
+
+/// The trainable parameters of `varmap` by name, sorted (BatchNorm running statistics excluded).
+pub fn trainable_vars(varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
+    let data = varmap.data().lock().expect("varmap lock");
+    let mut v: Vec<_> = data
+        .iter()
+        .filter(|(n, _)| !student::is_running_stat(n))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
 }
 
 /// The device training runs on: the first CUDA GPU when built with `cuda` and one is present.
@@ -470,7 +475,7 @@ pub fn open_targets(
 
 /// A store with pairs no labeling run reached (a `--limit` run, an interrupted one, one shard
 /// of several) is refused unless `aspects.allow_partial` is set.
-fn check_complete(store: &ScoreStore, allow_partial: bool, at: &str) -> Result<()> {
+pub(crate) fn check_complete(store: &ScoreStore, allow_partial: bool, at: &str) -> Result<()> {
     let s = store.summary();
     let shard = store.manifest.shard.filter(|s| s.count() > 1);
     if allow_partial || (s.never_scored == 0 && shard.is_none()) {
@@ -508,6 +513,13 @@ fn check_complete(store: &ScoreStore, allow_partial: bool, at: &str) -> Result<(
 /// Train (or resume) the run in `run_dir`.
 pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary> {
     // Compared with, and saved as, the run dir's config.toml: paths absolute.
+    if cfg.task != crate::train::config::TaskKind::Classify {
+        return Err(input(
+            "this config trains a detector; the classification trainer cannot run it",
+            "task",
+            "run it with makd train (it picks the detection trainer from task = \"detect\")",
+        ));
+    }
     let cfg = &cfg.with_absolute_paths(&std::env::current_dir().at(".")?)?;
     if fresh {
         // Before the slow opening of datasets and stores; the files go only once they all check.
