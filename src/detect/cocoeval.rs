@@ -636,14 +636,14 @@ mod tests {
 
     #[test]
     fn a_category_without_ground_truth_is_left_out_of_the_mean() {
-        let g = gt(1, 1, [10.0, 10.0, 50.0, 40.0]);
+        let gts = [gt(1, 1, [10.0, 10.0, 50.0, 40.0])];
         let dets = [
             det(1, 1, [10.0, 10.0, 50.0, 40.0], 0.5),
             det(1, 2, [10.0, 10.0, 50.0, 40.0], 0.9),
         ];
-        assert_close([evaluate(&[1], &[1, 2], &[g.clone()], &dets).map], [1.0]);
+        assert_close([evaluate(&[1], &[1, 2], &gts, &dets).map], [1.0]);
         // Nothing to find anywhere: every number is undefined.
-        assert_eq!(stats(&evaluate(&[1], &[2], &[g], &dets)), [-1.0; 12]);
+        assert_eq!(stats(&evaluate(&[1], &[2], &gts, &dets)), [-1.0; 12]);
     }
 
     #[test]
