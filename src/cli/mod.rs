@@ -3,6 +3,7 @@
 
 mod aspects;
 mod bench;
+mod data;
 mod demo;
 mod detect;
 mod eval;
@@ -42,6 +43,8 @@ enum Command {
     Demo(demo::Args),
     /// Benchmarks that print measured figures (not tests).
     Bench(bench::Args),
+    /// Detection data: export a dataset as COCO (annotations.json + images/) for other tools.
+    Data(data::Args),
 }
 
 /// Whether this invocation trains or evaluates students (our kernels parallelise with rayon), as
@@ -65,5 +68,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Experiment(a) => experiment::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Data(a) => data::run(a),
     }
 }

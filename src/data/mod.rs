@@ -65,11 +65,14 @@ pub trait Dataset: Send + Sync {
     }
 }
 
+pub mod coco;
+pub mod crops;
 pub mod csv;
 pub mod detection;
 pub mod idx;
 pub mod imagefolder;
 pub mod loader;
+pub mod scenes;
 pub mod transform;
 
 /// Which half of a dataset: the images a student learns from, or the held-out ones it is scored on.
@@ -123,17 +126,25 @@ pub enum DatasetSource {
     ImageFolder(PathBuf),
     /// A CSV manifest `path,label,split`.
     Csv(PathBuf),
+    /// The images of a detection dataset (`scenes:…`, `coco:…`), one sample per image: id = the
+    /// image id in decimal, label = the category of its largest box (see
+    /// [`detection::DetectionImages`]).
+    DetectionImages(Box<detection::DetectionSpec>),
+    /// `crops:DETSPEC[@MARGIN]`: one sample per ground-truth object (see [`crops`]).
+    Crops(Box<crops::CropsSpec>),
 }
 
-/// A dataset spec: `fashion-mnist`, `fashion-mnist:DIR`, `idx:DIR`, `imagefolder:ROOT` or
-/// `csv:FILE`. It serializes as that same string so configs stay readable.
+/// A dataset spec: `fashion-mnist`, `fashion-mnist:DIR`, `idx:DIR`, `imagefolder:ROOT`,
+/// `csv:FILE`, a detection spec (`scenes:…`, `coco:…`) for its images, or `crops:DETSPEC[@MARGIN]`
+/// for its objects. It serializes as that same string so configs stay readable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DatasetSpec {
     pub source: DatasetSource,
 }
 
 const SPEC_FORMS: &str =
-    "use one of: fashion-mnist, fashion-mnist:DIR, idx:DIR, imagefolder:ROOT, csv:FILE";
+    "use one of: fashion-mnist, fashion-mnist:DIR, idx:DIR, imagefolder:ROOT, csv:FILE, \
+     scenes:SPEC, coco:ANNOTATIONS.json[:IMAGE_DIR], crops:DETECTION_SPEC[@MARGIN]";
 
 impl FromStr for DatasetSpec {
     type Err = Error;
@@ -150,6 +161,19 @@ impl FromStr for DatasetSpec {
         };
         if path.is_empty() {
             return Err(bad(format!("`{kind}:` needs a path after the colon")));
+        }
+        match kind {
+            "scenes" | "coco" => {
+                return Ok(DatasetSpec {
+                    source: DatasetSource::DetectionImages(Box::new(s.parse()?)),
+                })
+            }
+            "crops" => {
+                return Ok(DatasetSpec {
+                    source: DatasetSource::Crops(Box::new(path.parse()?)),
+                })
+            }
+            _ => {}
         }
         let path = PathBuf::from(path);
         let source = match kind {
@@ -171,6 +195,8 @@ impl fmt::Display for DatasetSpec {
             DatasetSource::Idx(p) => write!(f, "idx:{}", p.display()),
             DatasetSource::ImageFolder(p) => write!(f, "imagefolder:{}", p.display()),
             DatasetSource::Csv(p) => write!(f, "csv:{}", p.display()),
+            DatasetSource::DetectionImages(spec) => write!(f, "{spec}"),
+            DatasetSource::Crops(spec) => write!(f, "{spec}"),
         }
     }
 }
@@ -201,6 +227,10 @@ pub fn open(spec: &DatasetSpec, split: Split) -> Result<Arc<dyn Dataset>> {
         DatasetSource::Idx(dir) => Arc::new(idx::IdxDataset::open(dir, split)?),
         DatasetSource::ImageFolder(root) => Arc::new(imagefolder::ImageFolder::open(root, split)?),
         DatasetSource::Csv(file) => Arc::new(csv::CsvDataset::open(file, split)?),
+        DatasetSource::DetectionImages(spec) => Arc::new(detection::DetectionImages::new(
+            detection::open(spec, split)?,
+        )?),
+        DatasetSource::Crops(spec) => Arc::new(crops::Crops::open(spec, split)?),
     })
 }
 
@@ -336,6 +366,13 @@ mod tests {
             "idx:data/kmnist",
             "imagefolder:/x/y",
             "csv:m.csv",
+            "scenes:fashion-mnist",
+            "scenes:idx:/d/k",
+            "coco:a.json",
+            "coco:a.json:imgs",
+            "crops:scenes:fashion-mnist",
+            "crops:scenes:imagefolder:/x@0.25",
+            "crops:coco:a.json:imgs@2",
         ] {
             let spec: DatasetSpec = s.parse().unwrap();
             assert_eq!(spec.to_string(), s);
