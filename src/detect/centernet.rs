@@ -239,7 +239,7 @@ impl CenterNet {
                 "use a backbone that downsamples at least 4× (every zoo arch does)",
             ));
         }
-        if image_size % down != 0 {
+        if !image_size.is_multiple_of(down) {
             return Err(error::input(
                 format!(
                     "image size {image_size} px is not a multiple of {}'s downsampling ({down}×)",
