@@ -20,7 +20,7 @@
 use candle_core::{Module, Tensor};
 use candle_nn::{BatchNormConfig, Linear, VarBuilder};
 
-use super::{Act, ConvBnAct, ConvShape, Pass, Student};
+use super::{apply_head, Act, ConvBnAct, ConvShape, Pass, Student, Top};
 
 const WIDTHS: [usize; 3] = [32, 64, 128];
 const FEATURES: usize = 128;
@@ -28,8 +28,8 @@ const FEATURES: usize = 128;
 #[derive(Clone, Debug)]
 pub struct SmallCnn {
     convs: Vec<ConvBnAct>,
-    fc1: Linear,
-    fc: Linear,
+    /// `fc1` and the head; none for a backbone.
+    top: Option<(Linear, Option<Linear>)>,
 }
 
 impl SmallCnn {
@@ -38,6 +38,15 @@ impl SmallCnn {
         in_channels: usize,
         image_size: usize,
         num_outputs: usize,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
+        Self::with_top(in_channels, image_size, Top::Head { num_outputs }, vb)
+    }
+
+    pub(crate) fn with_top(
+        in_channels: usize,
+        image_size: usize,
+        top: Top,
         vb: VarBuilder,
     ) -> candle_core::Result<Self> {
         let mut convs = Vec::with_capacity(WIDTHS.len());
@@ -60,14 +69,19 @@ impl SmallCnn {
             c_in = c_out;
         }
         let side = image_size / 2 / 2;
-        let fc1 = candle_nn::linear(c_in * side * side, FEATURES, vb.pp("fc1"))?;
-        let fc = candle_nn::linear(FEATURES, num_outputs, vb.pp("fc"))?;
-        Ok(SmallCnn { convs, fc1, fc })
+        let top = match top {
+            Top::Head { .. } => Some((
+                candle_nn::linear(c_in * side * side, FEATURES, vb.pp("fc1"))?,
+                top.linear(FEATURES, vb.pp("fc"))?,
+            )),
+            Top::Backbone => None,
+        };
+        Ok(SmallCnn { convs, top })
     }
 }
 
 impl Student for SmallCnn {
-    fn features(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
+    fn feature_map(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
         let train = pass.training();
         let mut xs = xs.clone();
         let last = self.convs.len() - 1;
@@ -77,11 +91,26 @@ impl Student for SmallCnn {
                 xs = crate::kernels::max_pool2d(&xs, 2, 2, 0)?;
             }
         }
-        self.fc1.forward(&xs.flatten_from(1)?)?.relu()
+        Ok(xs)
+    }
+
+    fn feature_map_channels(&self) -> usize {
+        WIDTHS[WIDTHS.len() - 1]
+    }
+
+    fn features(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
+        let Some((fc1, _)) = &self.top else {
+            candle_core::bail!("this network was built as a backbone, without fc1 and a head")
+        };
+        fc1.forward(&self.feature_map(xs, pass)?.flatten_from(1)?)?
+            .relu()
     }
 
     fn head(&self, feats: &Tensor) -> candle_core::Result<Tensor> {
-        self.fc.forward(feats)
+        match &self.top {
+            Some((_, fc)) => apply_head(fc, feats),
+            None => apply_head(&None, feats),
+        }
     }
 
     fn feature_dim(&self) -> usize {

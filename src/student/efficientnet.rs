@@ -22,7 +22,9 @@
 use candle_core::{Module, Tensor};
 use candle_nn::{BatchNormConfig, Linear, VarBuilder};
 
-use super::{global_avg_pool, Act, Block, ConvBnAct, ConvShape, PooledNet, ResolvedStem, Student};
+use super::{
+    global_avg_pool, Act, Block, ConvBnAct, ConvShape, PooledNet, ResolvedStem, Student, Top,
+};
 
 fn conv_bn_act(shape: ConvShape, act: Act, vb: VarBuilder) -> candle_core::Result<ConvBnAct> {
     ConvBnAct::new(shape, BatchNormConfig::default(), act, vb)
@@ -190,6 +192,15 @@ pub fn efficientnet_b0(
     num_outputs: usize,
     vb: VarBuilder,
 ) -> candle_core::Result<Box<dyn Student>> {
+    efficientnet_b0_top(in_channels, stem, Top::Head { num_outputs }, vb)
+}
+
+pub(crate) fn efficientnet_b0_top(
+    in_channels: usize,
+    stem: ResolvedStem,
+    top: Top,
+    vb: VarBuilder,
+) -> candle_core::Result<Box<dyn Student>> {
     let f = vb.pp("features");
     let first = ConvShape {
         c_in: in_channels,
@@ -220,7 +231,7 @@ pub fn efficientnet_b0(
         groups: 1,
     };
     let last = conv_bn_act(last, Act::Silu, f.pp((B0_STAGES.len() + 1).to_string()))?;
-    let classifier = candle_nn::linear(LAST_CHANNELS, num_outputs, vb.pp("classifier.1"))?;
+    let classifier = top.linear(LAST_CHANNELS, vb.pp("classifier.1"))?;
     Ok(Box::new(PooledNet {
         first,
         blocks,

@@ -22,8 +22,8 @@ use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{BatchNormConfig, Linear, VarBuilder};
 
 use super::{
-    batch_norm, global_avg_pool, Act, Block, Conv, ConvBnAct, ConvShape, Pass, PooledNet,
-    ResolvedStem, Student,
+    apply_head, batch_norm, global_avg_pool, Act, Block, Conv, ConvBnAct, ConvShape, Pass,
+    PooledNet, ResolvedStem, Student, Top,
 };
 
 fn stem_stride(stem: ResolvedStem) -> usize {
@@ -73,21 +73,29 @@ const V1_BLOCKS: [(usize, usize); 13] = [
 pub struct MobileNetV1 {
     /// The first conv, then depthwise / pointwise pairs.
     layers: Vec<ConvBnAct>,
-    fc: Linear,
+    fc: Option<Linear>,
 }
 
 impl Student for MobileNetV1 {
-    fn features(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
+    fn feature_map(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
         let train = pass.training();
         let mut xs = xs.clone();
         for layer in &self.layers {
             xs = layer.forward_t(&xs, train)?;
         }
-        global_avg_pool(&xs)?.flatten_from(1)
+        Ok(xs)
+    }
+
+    fn feature_map_channels(&self) -> usize {
+        self.feature_dim()
+    }
+
+    fn features(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
+        global_avg_pool(&self.feature_map(xs, pass)?)?.flatten_from(1)
     }
 
     fn head(&self, feats: &Tensor) -> candle_core::Result<Tensor> {
-        self.fc.forward(feats)
+        apply_head(&self.fc, feats)
     }
 
     fn feature_dim(&self) -> usize {
@@ -100,6 +108,15 @@ pub fn mobilenet_v1(
     in_channels: usize,
     stem: ResolvedStem,
     num_outputs: usize,
+    vb: VarBuilder,
+) -> candle_core::Result<Box<dyn Student>> {
+    mobilenet_v1_top(in_channels, stem, Top::Head { num_outputs }, vb)
+}
+
+pub(crate) fn mobilenet_v1_top(
+    in_channels: usize,
+    stem: ResolvedStem,
+    top: Top,
     vb: VarBuilder,
 ) -> candle_core::Result<Box<dyn Student>> {
     let f = vb.pp("features");
@@ -127,7 +144,7 @@ pub fn mobilenet_v1(
         layers.push(conv_bn_act(c_in, c_out, 1, 1, 1, Act::Relu, block.pp("1"))?);
         c_in = c_out;
     }
-    let fc = candle_nn::linear(c_in, num_outputs, vb.pp("fc"))?;
+    let fc = top.linear(c_in, vb.pp("fc"))?;
     Ok(Box::new(MobileNetV1 { layers, fc }))
 }
 
@@ -223,6 +240,15 @@ pub fn mobilenet_v2(
     num_outputs: usize,
     vb: VarBuilder,
 ) -> candle_core::Result<Box<dyn Student>> {
+    mobilenet_v2_top(in_channels, stem, Top::Head { num_outputs }, vb)
+}
+
+pub(crate) fn mobilenet_v2_top(
+    in_channels: usize,
+    stem: ResolvedStem,
+    top: Top,
+    vb: VarBuilder,
+) -> candle_core::Result<Box<dyn Student>> {
     let f = vb.pp("features");
     let first = conv_bn_act(
         in_channels,
@@ -252,7 +278,7 @@ pub fn mobilenet_v2(
         Act::Relu6,
         f.pp((blocks.len() + 1).to_string()),
     )?;
-    let classifier = candle_nn::linear(V2_LAST_CHANNELS, num_outputs, vb.pp("classifier.1"))?;
+    let classifier = top.linear(V2_LAST_CHANNELS, vb.pp("classifier.1"))?;
     Ok(Box::new(PooledNet {
         first,
         blocks,

@@ -211,8 +211,15 @@ impl Pass {
     }
 }
 
-/// A classifier split at its penultimate layer.
+/// A classifier split at its penultimate layer, and before that at its last spatial feature map
+/// (what a dense head such as the detector's reads).
 pub trait Student: Send + Sync {
+    /// The last spatial feature map `[B, feature_map_channels, H / d, W / d]` (d =
+    /// [`Arch::downsampling`]), before the global pooling (the small CNN: before its flatten).
+    fn feature_map(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor>;
+
+    fn feature_map_channels(&self) -> usize;
+
     /// Penultimate features `[B, feature_dim]` of images `[B, in_channels, H, W]`.
     fn features(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor>;
 
@@ -226,6 +233,41 @@ pub trait Student: Send + Sync {
     fn feature_dim(&self) -> usize;
 }
 
+/// What a zoo network is built with on top of its feature map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Top {
+    /// The classifier: pooling (the small CNN: flatten + `fc1`) and the C + Q linear head.
+    Head { num_outputs: usize },
+    /// Nothing: a backbone for a dense head. Its `head` is an error (the small CNN's `features`
+    /// too), so no unused variable reaches a checkpoint or the optimizer.
+    Backbone,
+}
+
+impl Top {
+    /// The linear head `c_in → num_outputs` at `vb`, or none for a backbone.
+    pub(crate) fn linear(
+        self,
+        c_in: usize,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Option<candle_nn::Linear>> {
+        match self {
+            Top::Head { num_outputs } => Ok(Some(candle_nn::linear(c_in, num_outputs, vb)?)),
+            Top::Backbone => Ok(None),
+        }
+    }
+}
+
+/// The head of a network built with [`Top::Head`] applied to `feats`.
+pub(crate) fn apply_head(
+    head: &Option<candle_nn::Linear>,
+    feats: &Tensor,
+) -> candle_core::Result<Tensor> {
+    match head {
+        Some(fc) => fc.forward(feats),
+        None => candle_core::bail!("this network was built as a backbone, without a head"),
+    }
+}
+
 /// Build the student `spec` for square images of side `image_size` with `num_outputs` = classes +
 /// aspects outputs. Variables are created through `vb` (a `VarMap`-backed builder to train, a
 /// safetensors-backed one to load a checkpoint).
@@ -235,18 +277,38 @@ pub fn build(
     num_outputs: usize,
     vb: VarBuilder,
 ) -> Result<Box<dyn Student>> {
-    if spec.in_channels != 1 && spec.in_channels != 3 {
-        return Err(error::input(
-            format!("in_channels = {} is not supported", spec.in_channels),
-            "student.in_channels",
-            "use 1 for gray images or 3 for RGB",
-        ));
-    }
     if num_outputs == 0 {
         return Err(error::input(
             "the student would have 0 outputs",
             "student",
             "the head has classes + aspects outputs: check the dataset's class list",
+        ));
+    }
+    build_top(spec, image_size, Top::Head { num_outputs }, vb)
+}
+
+/// Build only the backbone of `spec` (no pooling head, no classifier variables): for a dense
+/// head on [`Student::feature_map`], such as the detector's. Its `head` (and the small CNN's
+/// `features`) return an error.
+pub fn build_backbone(
+    spec: &StudentSpec,
+    image_size: usize,
+    vb: VarBuilder,
+) -> Result<Box<dyn Student>> {
+    build_top(spec, image_size, Top::Backbone, vb)
+}
+
+fn build_top(
+    spec: &StudentSpec,
+    image_size: usize,
+    top: Top,
+    vb: VarBuilder,
+) -> Result<Box<dyn Student>> {
+    if spec.in_channels != 1 && spec.in_channels != 3 {
+        return Err(error::input(
+            format!("in_channels = {} is not supported", spec.in_channels),
+            "student.in_channels",
+            "use 1 for gray images or 3 for RGB",
         ));
     }
     let stem = spec.stem.resolve(image_size);
@@ -274,13 +336,13 @@ pub fn build(
     }
     let c = spec.in_channels;
     let model: Box<dyn Student> = match spec.arch {
-        Arch::Cnn => Box::new(cnn::SmallCnn::new(c, image_size, num_outputs, vb)?),
-        Arch::Resnet18 => Box::new(resnet::resnet18(c, stem, num_outputs, vb)?),
-        Arch::Resnet34 => Box::new(resnet::resnet34(c, stem, num_outputs, vb)?),
-        Arch::Resnet50 => Box::new(resnet::resnet50(c, stem, num_outputs, vb)?),
-        Arch::MobilenetV1 => mobilenet::mobilenet_v1(c, stem, num_outputs, vb)?,
-        Arch::MobilenetV2 => mobilenet::mobilenet_v2(c, stem, num_outputs, vb)?,
-        Arch::EfficientnetB0 => efficientnet::efficientnet_b0(c, stem, num_outputs, vb)?,
+        Arch::Cnn => Box::new(cnn::SmallCnn::with_top(c, image_size, top, vb)?),
+        Arch::Resnet18 | Arch::Resnet34 | Arch::Resnet50 => {
+            Box::new(resnet::ResNet::for_arch(spec.arch, c, stem, top, vb)?)
+        }
+        Arch::MobilenetV1 => mobilenet::mobilenet_v1_top(c, stem, top, vb)?,
+        Arch::MobilenetV2 => mobilenet::mobilenet_v2_top(c, stem, top, vb)?,
+        Arch::EfficientnetB0 => efficientnet::efficientnet_b0_top(c, stem, top, vb)?,
     };
     Ok(model)
 }
@@ -309,24 +371,31 @@ pub(crate) struct PooledNet<B> {
     pub first: ConvBnAct,
     pub blocks: Vec<B>,
     pub last: ConvBnAct,
-    pub classifier: candle_nn::Linear,
+    pub classifier: Option<candle_nn::Linear>,
     pub dropout: f32,
     pub dim: usize,
 }
 
 impl<B: Block> Student for PooledNet<B> {
-    fn features(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
+    fn feature_map(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
         let train = pass.training();
         let mut xs = self.first.forward_t(xs, train)?;
         for block in &self.blocks {
             xs = block.forward_t(&xs, train)?;
         }
-        xs = self.last.forward_t(&xs, train)?;
-        pooled_features(&xs, self.dropout, pass)
+        self.last.forward_t(&xs, train)
+    }
+
+    fn feature_map_channels(&self) -> usize {
+        self.dim
+    }
+
+    fn features(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
+        pooled_features(&self.feature_map(xs, pass)?, self.dropout, pass)
     }
 
     fn head(&self, feats: &Tensor) -> candle_core::Result<Tensor> {
-        self.classifier.forward(feats)
+        apply_head(&self.classifier, feats)
     }
 
     fn feature_dim(&self) -> usize {
@@ -692,6 +761,14 @@ pub(crate) mod tests {
         assert_eq!(ys.dims(), &[batch, outputs]);
         let feats = model.features(&xs, Pass::Eval).unwrap();
         assert_eq!(feats.dims(), &[batch, model.feature_dim()]);
+        let map = model.feature_map(&xs, Pass::Eval).unwrap();
+        let side = image / spec.arch.downsampling(spec.stem.resolve(image));
+        assert_eq!(
+            map.dims(),
+            &[batch, model.feature_map_channels(), side, side],
+            "{}",
+            spec.arch
+        );
         // A weighted sum reaches every output with a different weight, so no gradient cancels.
         let w = test_input(&[batch, outputs]);
         let loss = (ys * w).unwrap().sum_all().unwrap();

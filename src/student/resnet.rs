@@ -12,7 +12,7 @@ use crate::kernels::{BatchNorm, Conv2d};
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{Conv2dConfig, Linear, VarBuilder};
 
-use super::{batch_norm, global_avg_pool, Pass, ResolvedStem, Student};
+use super::{apply_head, batch_norm, global_avg_pool, Arch, Pass, ResolvedStem, Student, Top};
 
 fn conv(
     c_in: usize,
@@ -139,17 +139,34 @@ pub struct ResNet {
     bn1: BatchNorm,
     stem: ResolvedStem,
     layers: Vec<Block>,
-    fc: Linear,
+    fc: Option<Linear>,
     feature_dim: usize,
 }
 
 impl ResNet {
+    /// ResNet-18/34/50 (`arch`) with `top`; another arch is an error.
+    pub(crate) fn for_arch(
+        arch: Arch,
+        in_channels: usize,
+        stem: ResolvedStem,
+        top: Top,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
+        let (kind, depths) = match arch {
+            Arch::Resnet18 => (BlockKind::Basic, [2, 2, 2, 2]),
+            Arch::Resnet34 => (BlockKind::Basic, [3, 4, 6, 3]),
+            Arch::Resnet50 => (BlockKind::Bottleneck, [3, 4, 6, 3]),
+            other => candle_core::bail!("{other} is not a ResNet"),
+        };
+        Self::new(kind, depths, in_channels, stem, top, vb)
+    }
+
     fn new(
         kind: BlockKind,
         depths: [usize; 4],
         in_channels: usize,
         stem: ResolvedStem,
-        num_outputs: usize,
+        top: Top,
         vb: VarBuilder,
     ) -> candle_core::Result<Self> {
         let (kernel, stride) = match stem {
@@ -177,7 +194,7 @@ impl ResNet {
                 c_in = planes * expansion;
             }
         }
-        let fc = candle_nn::linear(c_in, num_outputs, vb.pp("fc"))?;
+        let fc = top.linear(c_in, vb.pp("fc"))?;
         Ok(ResNet {
             conv1,
             bn1,
@@ -190,7 +207,7 @@ impl ResNet {
 }
 
 impl Student for ResNet {
-    fn features(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
+    fn feature_map(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
         let train = pass.training();
         let mut xs = self
             .bn1
@@ -201,11 +218,19 @@ impl Student for ResNet {
         for block in &self.layers {
             xs = block.forward_t(&xs, train)?;
         }
-        global_avg_pool(&xs)?.flatten_from(1)
+        Ok(xs)
+    }
+
+    fn feature_map_channels(&self) -> usize {
+        self.feature_dim
+    }
+
+    fn features(&self, xs: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
+        global_avg_pool(&self.feature_map(xs, pass)?)?.flatten_from(1)
     }
 
     fn head(&self, feats: &Tensor) -> candle_core::Result<Tensor> {
-        self.fc.forward(feats)
+        apply_head(&self.fc, feats)
     }
 
     fn feature_dim(&self) -> usize {
@@ -220,12 +245,11 @@ pub fn resnet18(
     num_outputs: usize,
     vb: VarBuilder,
 ) -> candle_core::Result<ResNet> {
-    ResNet::new(
-        BlockKind::Basic,
-        [2, 2, 2, 2],
+    ResNet::for_arch(
+        Arch::Resnet18,
         in_channels,
         stem,
-        num_outputs,
+        Top::Head { num_outputs },
         vb,
     )
 }
@@ -237,12 +261,11 @@ pub fn resnet34(
     num_outputs: usize,
     vb: VarBuilder,
 ) -> candle_core::Result<ResNet> {
-    ResNet::new(
-        BlockKind::Basic,
-        [3, 4, 6, 3],
+    ResNet::for_arch(
+        Arch::Resnet34,
         in_channels,
         stem,
-        num_outputs,
+        Top::Head { num_outputs },
         vb,
     )
 }
@@ -254,12 +277,11 @@ pub fn resnet50(
     num_outputs: usize,
     vb: VarBuilder,
 ) -> candle_core::Result<ResNet> {
-    ResNet::new(
-        BlockKind::Bottleneck,
-        [3, 4, 6, 3],
+    ResNet::for_arch(
+        Arch::Resnet50,
         in_channels,
         stem,
-        num_outputs,
+        Top::Head { num_outputs },
         vb,
     )
 }
