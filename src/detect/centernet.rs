@@ -21,8 +21,6 @@
 //! `{heatmap,size,offset}.{0,2}` (CenterNet's `hm`/`wh`/`reg` layout: conv `.0`, conv `.2`),
 //! `aspect.{0,2}` (object) or `aspect` (image, a linear layer).
 
-use std::fmt;
-use std::str::FromStr;
 
 use candle_core::{Module, Tensor};
 use candle_nn::{BatchNormConfig, Conv2dConfig, Linear, VarBuilder};
@@ -32,50 +30,7 @@ use crate::error::{self, Result};
 use crate::kernels::Conv2d;
 use crate::student::{self, Act, ConvBnAct, ConvShape, Pass, Student, StudentSpec};
 
-/// Where the aspect head reads its answers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AspectMode {
-    /// One answer per image (scene-level questions): pooled backbone features → Q logits.
-    #[default]
-    Image,
-    /// One answer per object: Q channels on the stride-4 map, read at each object's centre.
-    Object,
-}
-
-impl AspectMode {
-    pub const ALL: [AspectMode; 2] = [AspectMode::Image, AspectMode::Object];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            AspectMode::Image => "image",
-            AspectMode::Object => "object",
-        }
-    }
-}
-
-impl fmt::Display for AspectMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for AspectMode {
-    type Err = crate::Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        AspectMode::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| {
-                error::input(
-                    format!("unknown aspect mode `{s}`"),
-                    "detector.aspect_mode",
-                    "use one of: image, object",
-                )
-            })
-    }
-}
+pub use crate::train::config::AspectMode;
 
 /// What to build; saved with the run like [`StudentSpec`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

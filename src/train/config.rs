@@ -58,25 +58,50 @@ impl TaskKind {
     }
 }
 
-/// What the detector's aspect head answers for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What the detector's aspect head answers for: `image` trains against a store labeled on the
+/// scenes (`makd label --dataset scenes:…`), `object` against one labeled on their objects
+/// (`makd label --dataset crops:…`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AspectMode {
-    /// One answer per image (scene): pooled backbone features → Q logits, against the P(yes)
-    /// of a store labeled on the scenes (`makd label --dataset scenes:…`).
+    /// One answer per image (scene-level questions): pooled backbone features → Q logits.
     #[default]
     Image,
-    /// One answer per object: Q logits read at each ground-truth centre, against the P(yes) of a
-    /// store labeled on the objects (`makd label --dataset crops:…`).
+    /// One answer per object: Q channels on the stride-4 map, read at each object's centre.
     Object,
+}
+
+impl AspectMode {
+    pub const ALL: [AspectMode; 2] = [AspectMode::Image, AspectMode::Object];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AspectMode::Image => "image",
+            AspectMode::Object => "object",
+        }
+    }
 }
 
 impl std::fmt::Display for AspectMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            AspectMode::Image => "image",
-            AspectMode::Object => "object",
-        })
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for AspectMode {
+    type Err = crate::error::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        AspectMode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                input(
+                    format!("unknown aspect mode `{s}`"),
+                    "detect.aspect_mode",
+                    "use one of: image, object",
+                )
+            })
     }
 }
 
