@@ -310,13 +310,24 @@ pub(crate) mod tests {
         classes: usize,
         aspects: usize,
     ) -> (VarMap, CenterNet) {
+        build_with_stem(arch, Stem::Small, mode, image, classes, aspects)
+    }
+
+    pub(crate) fn build_with_stem(
+        arch: Arch,
+        stem: Stem,
+        mode: AspectMode,
+        image: usize,
+        classes: usize,
+        aspects: usize,
+    ) -> (VarMap, CenterNet) {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let spec = CenterNetSpec {
             backbone: StudentSpec {
                 arch,
                 in_channels: 1,
-                stem: Stem::Small,
+                stem,
             },
             aspect_mode: mode,
             ..CenterNetSpec::default()
@@ -336,7 +347,7 @@ pub(crate) mod tests {
         vars
     }
 
-    fn param_count(varmap: &VarMap) -> usize {
+    pub(crate) fn param_count(varmap: &VarMap) -> usize {
         trainable(varmap)
             .iter()
             .map(|(_, v)| v.as_tensor().elem_count())

@@ -402,9 +402,14 @@ mod tests {
     #[test]
     #[ignore]
     fn step_time_batch_32_at_64_px() {
-        for arch in [Arch::Cnn, Arch::Resnet18] {
-            let (varmap, net) =
-                crate::detect::centernet::tests::build(arch, AspectMode::Image, 64, 10, 0);
+        use crate::detect::centernet::tests::{build_with_stem, param_count};
+        use crate::student::Stem;
+        for (arch, stem) in [
+            (Arch::Cnn, Stem::Small),
+            (Arch::Resnet18, Stem::Small),
+            (Arch::Resnet18, Stem::Imagenet),
+        ] {
+            let (varmap, net) = build_with_stem(arch, stem, AspectMode::Image, 64, 10, 0);
             let xs = crate::student::tests::test_input(&[32, 1, 64, 64]);
             let boxes: Vec<Vec<BoxAnn>> = (0..32)
                 .map(|i| {
@@ -433,7 +438,11 @@ mod tests {
                 times.push(t0.elapsed().as_secs_f64() * 1000.0);
             }
             times.sort_by(f64::total_cmp);
-            eprintln!("{arch}: median {:.0} ms/step (batch 32, 64 px)", times[3]);
+            eprintln!(
+                "{arch} ({stem} stem): {} parameters, median {:.0} ms/step (batch 32, 64 px)",
+                param_count(&varmap),
+                times[3]
+            );
         }
     }
 }
