@@ -187,3 +187,44 @@ fn scenes_speed_on_fashion_mnist() {
         "{per_scene:?}"
     );
 }
+
+/// The label stage runs unchanged on a scene view (one sample per scene) and on its objects
+/// (`crops:`, one sample per box): the store's ids are the image ids and `<image id>#<k>`.
+#[test]
+fn label_runs_on_scene_images_and_their_crops() {
+    let t = tempfile::tempdir().unwrap();
+    tiny_idx(t.path());
+    // The shipped aspect set and table name Fashion-MNIST's classes; labels 0..2 use three of them.
+    let names = makd::data::idx::FASHION_MNIST_CLASSES.join("\n");
+    std::fs::write(t.path().join("classes.txt"), names).unwrap();
+    let det = format!("scenes:idx:{}", t.path().display());
+    for (spec, split) in [(det.clone(), "test"), (format!("crops:{det}@0.2"), "test")] {
+        let out = t.path().join(format!("store-{}", spec.len()));
+        ok(makd()
+            .args(["label", "--dataset", &spec, "--split", split, "--aspects"])
+            .arg(repo().join("examples/fashion-mnist/aspects.json"))
+            .args(["--backend", "table", "--table"])
+            .arg(repo().join("examples/fashion-mnist/aspect_table.csv"))
+            .arg("--out")
+            .arg(&out));
+        let store = makd::scores::ScoreStore::open(&out).unwrap();
+        let ds = makd::data::open(&spec.parse().unwrap(), Split::Test).unwrap();
+        let ids: Vec<&str> = (0..ds.len()).map(|i| ds.id(i)).collect();
+        assert_eq!(store.manifest.image_ids, ids, "{spec}");
+        let scenes = detection::open(&det.parse().unwrap(), Split::Test).unwrap();
+        if spec.starts_with("crops:") {
+            let boxes: usize = (0..scenes.len())
+                .map(|i| scenes.boxes(i).unwrap().len())
+                .sum();
+            assert_eq!(ids.len(), boxes);
+            assert!(ids.iter().all(|id| id.contains('#')));
+        } else {
+            assert_eq!(
+                ids,
+                (1..=scenes.len())
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+}

@@ -189,7 +189,7 @@ impl CocoDataset {
             // Checked against its image whichever split it is in: a bad box is a bad file.
             let (width, height) = all_ids[&a.image_id];
             let [x, y, w, h] = a.bbox;
-            if !(w > 0.0 && h > 0.0) || !a.bbox.iter().all(|v| v.is_finite()) {
+            if !(w > 0.0 && h > 0.0 && a.bbox.iter().all(|v| v.is_finite())) {
                 return Err(bad(
                     format!("box {:?} has a non-positive size", a.bbox),
                     item,

@@ -46,7 +46,7 @@ pub const PLACEMENT_TRIES: usize = 20;
 pub const SCENES_PER_SOURCE_IMAGE: f64 = 0.5;
 
 /// The fixed part of every scene's seed (changing it changes every scene).
-const SEED: u64 = 0x5ce7_e5ed_0f_1ea1;
+const SEED: u64 = 0x005c_e7e5_ed0f_1ea1;
 
 /// What a scene is made of; the fingerprint records it.
 #[derive(Clone, Debug, PartialEq)]
@@ -334,7 +334,7 @@ pub(crate) mod tests {
     }
 
     impl Blobs {
-        pub(crate) fn new(n: usize, classes: usize, tag: u8) -> Arc<dyn Dataset> {
+        pub(crate) fn arc(n: usize, classes: usize, tag: u8) -> Arc<dyn Dataset> {
             Arc::new(Blobs {
                 ids: (0..n).map(|i| format!("b{i}")).collect(),
                 classes: (0..classes).map(|c| format!("c{c}")).collect(),
@@ -384,7 +384,7 @@ pub(crate) mod tests {
     pub(crate) fn scenes(split: Split, tag: u8) -> Scenes {
         Scenes::with_params(
             "fashion-mnist".parse().unwrap(),
-            Blobs::new(200, 5, tag),
+            Blobs::arc(200, 5, tag),
             split,
             SceneParams::default(),
         )
