@@ -3,7 +3,7 @@
 use crate::error::{IoContext, Result};
 use sha2::{Digest, Sha256};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Write `bytes` to `path` atomically: a temp file in the same directory, fsync, rename.
 /// A crash leaves either the old file or the new one, never a torn one.
@@ -65,4 +65,13 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path, hint: &str) -> Res
 /// Lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+/// `p` when absolute, else `base/p`.
+pub fn absolute_from(p: &Path, base: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
 }

@@ -45,7 +45,12 @@ pub fn eval(
 ) -> Result<()> {
     let (cfg, info, det) = task::load_run(run_dir, checkpoint)?;
     let ds = task::open_datasets(&cfg)?;
-    let names: Vec<String> = ds.train.categories().iter().map(|c| c.name.clone()).collect();
+    let names: Vec<String> = ds
+        .train
+        .categories()
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
     info.check_classes(&names, &run_dir.root)?;
     let used = match split {
         Split::Train => ds.train.clone(),
@@ -120,14 +125,15 @@ pub fn predict(
         };
         let fitted = detection::fit(&sample, size);
         let x = transform.apply(&fitted.image, false, &mut rng);
-        let xs = candle_core::Tensor::from_vec(x, (1, cfg.transform.channels, size, size), &det.device)?;
+        let xs =
+            candle_core::Tensor::from_vec(x, (1, cfg.transform.channels, size, size), &det.device)?;
         let out = det.net.forward(&xs, Pass::Eval)?;
         let decoded = decode(&out.heatmap, &out.size, &out.offset, TOP_K)?;
         let scale = size as f32 / longer;
         let image_aspects: Option<Vec<f32>> = match (&out.aspects, cfg.detect.aspect_mode) {
-            (Some(a), AspectMode::Image) => Some(
-                makd::detect::task::sigmoid_all(&a.squeeze(0)?.to_vec1::<f32>()?),
-            ),
+            (Some(a), AspectMode::Image) => Some(makd::detect::task::sigmoid_all(
+                &a.squeeze(0)?.to_vec1::<f32>()?,
+            )),
             _ => None,
         };
         let object_map = match (&out.aspects, cfg.detect.aspect_mode) {
@@ -145,13 +151,23 @@ pub fn predict(
             });
             found.push((d.bbox.map(|v| v / scale), d.category, d.score, aspects));
         }
-        let question = |j: usize| info.questions.get(j).map_or(format!("aspect {j}"), |q| {
-            if q.text.is_empty() { q.id.clone() } else { q.text.clone() }
-        });
+        let question = |j: usize| {
+            info.questions.get(j).map_or(format!("aspect {j}"), |q| {
+                if q.text.is_empty() {
+                    q.id.clone()
+                } else {
+                    q.text.clone()
+                }
+            })
+        };
         let top_answers = |p: &[f32], n: usize| -> Vec<(String, f32)> {
             let mut order: Vec<usize> = (0..p.len()).collect();
             order.sort_by(|&a, &b| (p[b] - 0.5).abs().total_cmp(&(p[a] - 0.5).abs()));
-            order.into_iter().take(n).map(|j| (question(j), p[j])).collect()
+            order
+                .into_iter()
+                .take(n)
+                .map(|j| (question(j), p[j]))
+                .collect()
         };
         if json {
             let dets: Vec<_> = found
@@ -167,7 +183,10 @@ pub fn predict(
                     .map(|(j, p)| serde_json::json!({"question": question(j), "p_yes": p}))
                     .collect::<Vec<_>>()
             });
-            println!("{}", serde_json::json!({"image": path, "detections": dets, "aspects": asp}));
+            println!(
+                "{}",
+                serde_json::json!({"image": path, "detections": dets, "aspects": asp})
+            );
         } else {
             println!("{}: {} objects", path.display(), found.len());
             for (b, c, s, a) in &found {
@@ -176,19 +195,37 @@ pub fn predict(
                     s, info.classes[*c], b[0], b[1], b[2], b[3]
                 );
                 for (q, p) in a.as_deref().map(|a| top_answers(a, 3)).unwrap_or_default() {
-                    println!("         {} {p:.2}  {q}", if p > 0.5 { "yes" } else { "no " });
+                    println!(
+                        "         {} {p:.2}  {q}",
+                        if p > 0.5 { "yes" } else { "no " }
+                    );
                 }
             }
-            for (q, p) in image_aspects.as_deref().map(|a| top_answers(a, 5)).unwrap_or_default() {
-                println!("  scene: {} {p:.2}  {q}", if p > 0.5 { "yes" } else { "no " });
+            for (q, p) in image_aspects
+                .as_deref()
+                .map(|a| top_answers(a, 5))
+                .unwrap_or_default()
+            {
+                println!(
+                    "  scene: {} {p:.2}  {q}",
+                    if p > 0.5 { "yes" } else { "no " }
+                );
             }
         }
         if let Some(to) = draw_to {
             let file = if images.len() == 1 && to.extension().is_some() {
                 to.to_path_buf()
             } else {
-                std::fs::create_dir_all(to).map_err(|e| input(e.to_string(), to.display().to_string(), "--draw needs a writable directory"))?;
-                let stem = path.file_stem().map_or("image".into(), |s| s.to_string_lossy().into_owned());
+                std::fs::create_dir_all(to).map_err(|e| {
+                    input(
+                        e.to_string(),
+                        to.display().to_string(),
+                        "--draw needs a writable directory",
+                    )
+                })?;
+                let stem = path
+                    .file_stem()
+                    .map_or("image".into(), |s| s.to_string_lossy().into_owned());
                 to.join(format!("{stem}.png"))
             };
             let boxes: Vec<Drawn> = found
@@ -208,9 +245,13 @@ pub fn predict(
                 })
                 .collect();
             let scale = (512 / img.width.max(img.height)).clamp(1, 8);
-            draw(&img, &boxes, scale)?
-                .save(&file)
-                .map_err(|e| input(e.to_string(), file.display().to_string(), "--draw writes a PNG"))?;
+            draw(&img, &boxes, scale)?.save(&file).map_err(|e| {
+                input(
+                    e.to_string(),
+                    file.display().to_string(),
+                    "--draw writes a PNG",
+                )
+            })?;
             eprintln!("drew {} objects into {}", boxes.len(), file.display());
         }
     }

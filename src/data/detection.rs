@@ -147,6 +147,24 @@ fn scene_source(rest: &str) -> Result<DatasetSpec> {
     format!("{kind}:{rest}").parse()
 }
 
+impl DetectionSpec {
+    /// The same spec with every relative path in it taken from `base`.
+    pub fn absolute(&self, base: &std::path::Path) -> DetectionSpec {
+        let abs = |p: &PathBuf| crate::files::absolute_from(p, base);
+        let source = match &self.source {
+            DetectionSource::Coco {
+                annotations,
+                images,
+            } => DetectionSource::Coco {
+                annotations: abs(annotations),
+                images: images.as_ref().map(abs),
+            },
+            DetectionSource::Scenes(spec) => DetectionSource::Scenes(spec.absolute(base)),
+        };
+        DetectionSpec { source }
+    }
+}
+
 impl fmt::Display for DetectionSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.source {

@@ -214,6 +214,27 @@ impl<'de> Deserialize<'de> for DatasetSpec {
     }
 }
 
+impl DatasetSpec {
+    /// The same spec with every relative path in it taken from `base`.
+    pub fn absolute(&self, base: &std::path::Path) -> DatasetSpec {
+        let abs = |p: &PathBuf| crate::files::absolute_from(p, base);
+        let source = match &self.source {
+            DatasetSource::FashionMnist(dir) => DatasetSource::FashionMnist(dir.as_ref().map(abs)),
+            DatasetSource::Idx(p) => DatasetSource::Idx(abs(p)),
+            DatasetSource::ImageFolder(p) => DatasetSource::ImageFolder(abs(p)),
+            DatasetSource::Csv(p) => DatasetSource::Csv(abs(p)),
+            DatasetSource::DetectionImages(spec) => {
+                DatasetSource::DetectionImages(Box::new(spec.absolute(base)))
+            }
+            DatasetSource::Crops(c) => DatasetSource::Crops(Box::new(crops::CropsSpec {
+                detection: c.detection.absolute(base),
+                margin: c.margin,
+            })),
+        };
+        DatasetSpec { source }
+    }
+}
+
 /// Open one split of the dataset a spec names.
 pub fn open(spec: &DatasetSpec, split: Split) -> Result<Arc<dyn Dataset>> {
     Ok(match &spec.source {

@@ -21,7 +21,6 @@
 //! `{heatmap,size,offset}.{0,2}` (CenterNet's `hm`/`wh`/`reg` layout: conv `.0`, conv `.2`),
 //! `aspect.{0,2}` (object) or `aspect` (image, a linear layer).
 
-
 use candle_core::{Module, Tensor};
 use candle_nn::{BatchNormConfig, Conv2dConfig, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};

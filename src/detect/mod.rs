@@ -6,7 +6,7 @@
 
 pub mod centernet;
 pub mod cocoeval;
+pub mod draw;
 pub mod heatmap;
 pub mod loss;
 pub mod task;
-pub mod draw;

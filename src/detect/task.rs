@@ -224,7 +224,10 @@ fn open_targets(
             for r in 0..crate::data::Dataset::len(&used) {
                 let id = crate::data::Dataset::id(&used, r);
                 let parsed = id.split_once('#').and_then(|(img, k)| {
-                    Some((*image_of_id.get(&img.parse::<u64>().ok()?)?, k.parse().ok()?))
+                    Some((
+                        *image_of_id.get(&img.parse::<u64>().ok()?)?,
+                        k.parse().ok()?,
+                    ))
                 });
                 match parsed {
                     Some(key) => rows.insert(key, r),
@@ -334,9 +337,9 @@ impl BatchBuilder for DetJob {
     }
 
     fn build(&self, k: usize) -> Result<DetBatch> {
-        let indices =
-            self.order[k * self.batch_size..((k + 1) * self.batch_size).min(self.order.len())]
-                .to_vec();
+        let indices = self.order
+            [k * self.batch_size..((k + 1) * self.batch_size).min(self.order.len())]
+            .to_vec();
         let [c, h, w] = self.transform.output_shape();
         let size = self.transform.config().size;
         let mut b = DetBatch {
@@ -394,12 +397,23 @@ pub struct DetEval {
 }
 
 /// Decode every image of `ds` and score the detections with COCO's mAP.
-pub fn evaluate(det: &Detector, cfg: &TrainConfig, ds: Arc<dyn DetectionDataset>) -> Result<DetEval> {
+pub fn evaluate(
+    det: &Detector,
+    cfg: &TrainConfig,
+    ds: Arc<dyn DetectionDataset>,
+) -> Result<DetEval> {
     let n = ds.len();
     let cats: Vec<u64> = ds.categories().iter().map(|c| c.id).collect();
     let pb = progress::bar(n as u64, "eval", "images");
     let mut detections = Vec::new();
-    for batch in det_batches(cfg, ds.clone(), (0..n).collect(), cfg.train.eval_batch_size, false, 0)? {
+    for batch in det_batches(
+        cfg,
+        ds.clone(),
+        (0..n).collect(),
+        cfg.train.eval_batch_size,
+        false,
+        0,
+    )? {
         let batch = batch?;
         let xs = Tensor::from_slice(&batch.images, &batch.shape, &det.device)?;
         let out = det.net.forward(&xs, Pass::Eval)?;
@@ -504,7 +518,12 @@ impl Task for Detect<'_> {
             Some(t) => Some(t.batch(batch, &boxes, dev)?),
             None => None,
         };
-        let parts = centernet_loss(&out, &boxes.to_tensors(dev)?, aspects.as_ref(), &self.weights)?;
+        let parts = centernet_loss(
+            &out,
+            &boxes.to_tensors(dev)?,
+            aspects.as_ref(),
+            &self.weights,
+        )?;
         let n = batch.indices.len() as f64;
         self.sums.heatmap += parts.heatmap as f64 * n;
         self.sums.size += parts.size as f64 * n;
@@ -574,7 +593,12 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<DetectS
     }
     let info = ModelInfo {
         arch: cfg.model.arch.to_string(),
-        classes: ds.train.categories().iter().map(|c| c.name.clone()).collect(),
+        classes: ds
+            .train
+            .categories()
+            .iter()
+            .map(|c| c.name.clone())
+            .collect(),
         num_aspects: q,
         questions,
         train_fingerprint: Some(ds.full_train.fingerprint()),

@@ -386,11 +386,18 @@ fn resolve_paths(table: &mut toml::Table, base: &Path) {
             *s = absolutize(s, base);
         }
     }
-    // A dataset spec `kind:PATH` carries a path too.
+    // A dataset spec carries paths too (`idx:DIR`, `coco:FILE:DIR`, `crops:scenes:DIR@0.2`).
     if let Some(toml::Value::String(s)) = table.get_mut("data").and_then(|v| v.get_mut("dataset")) {
-        if let Some((kind, p)) = s.split_once(':') {
-            *s = format!("{kind}:{}", absolutize(p, base));
-        }
+        *s = absolutize_spec(s, base);
+    }
+}
+
+/// The dataset spec `s` with its paths taken from `base`; a spec that does not parse is left
+/// for validation to report.
+fn absolutize_spec(s: &str, base: &Path) -> String {
+    match s.parse::<DatasetSpec>() {
+        Ok(spec) => spec.absolute(base).to_string(),
+        Err(_) => s.to_string(),
     }
 }
 
@@ -420,9 +427,7 @@ fn apply_sets(table: &mut toml::Table, sets: &[String], cwd: &Path) -> Result<()
             if PATH_KEYS.contains(&key) {
                 *s = absolutize(s, cwd);
             } else if key == "data.dataset" {
-                if let Some((kind, p)) = s.clone().split_once(':') {
-                    *s = format!("{kind}:{}", absolutize(p, cwd));
-                }
+                *s = absolutize_spec(s, cwd);
             }
         }
         let parts: Vec<&str> = key.split('.').collect();
