@@ -21,6 +21,16 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let cfg = ExperimentConfig::load(&args.config)?;
     let json = serde_json::to_value(&cfg)?;
+    let task = makd::train::config::TrainConfig::load(&cfg.train_config, &cfg.set)?.task;
+    if task == makd::train::config::TaskKind::Detect {
+        let r = makd::detect::experiment::run(&cfg, json, &args.out)?;
+        println!("{}", makd::detect::experiment::markdown_table(&r));
+        for c in &r.comparisons {
+            println!("- {}", c.sentence);
+        }
+        println!("\nreport: {}", args.out.join("report.md").display());
+        return Ok(());
+    }
     let results = runner::run(&cfg, json, &args.out)?;
     makd::report::write_report(&results, &args.out)?;
     println!("{}", makd::report::markdown_table(&results));

@@ -7,6 +7,7 @@
 pub mod centernet;
 pub mod cocoeval;
 pub mod draw;
+pub mod experiment;
 pub mod heatmap;
 pub mod loss;
 pub mod task;
