@@ -149,6 +149,9 @@ struct Cell<'a> {
 impl<'a> Cell<'a> {
     fn new(gts: Vec<&'a GtBox>, mut dets: Vec<&'a Detection>) -> Self {
         dets.sort_by(|a, b| by_score_desc(a.score, b.score));
+        // pycocotools' cut. It changes no number (a lower-ranked detection never takes a box
+        // from a higher one, and accumulation reads the first 100 only), but it bounds the IoU
+        // matrix of an image flooded with detections.
         dets.truncate(MAX_DET);
         let ious = dets
             .iter()
