@@ -209,6 +209,11 @@ def case_area_ranges(rng):
                 dets.append(det(i, c, jitter(rng, b, 0.12), rng.random()))
         for _ in range(3):
             dets.append(det(i, rng.choice([1, 2]), random_box(rng, 4, 150), rng.random() * 0.5))
+    # Boxes whose annotated area falls in another range than their w·h, found and missed.
+    for i, (w, h, area) in enumerate([(40, 40, 900), (100, 100, 8000), (30, 30, 1100), (90, 90, 9300)]):
+        scene.box(1 + i, 1, [300, 300, w, h], area=area)
+        scene.box(2 + i, 2, [400, 50, w, h], area=area)
+        dets.append(det(1 + i, 1, [301, 300, w, h], 0.6))
     return scene, dets
 
 

@@ -149,6 +149,9 @@ struct Cell<'a> {
 impl<'a> Cell<'a> {
     fn new(gts: Vec<&'a GtBox>, mut dets: Vec<&'a Detection>) -> Self {
         dets.sort_by(|a, b| by_score_desc(a.score, b.score));
+        // pycocotools' cut. It changes no number (a lower-ranked detection never takes a box
+        // from a higher one, and accumulation reads the first 100 only), but it bounds the IoU
+        // matrix of an image flooded with detections.
         dets.truncate(MAX_DET);
         let ious = dets
             .iter()
@@ -632,6 +635,25 @@ mod tests {
         assert_close([m.map, m.ar100], [1.0, 1.0]);
         // Only the best-scored detection counts at maxDets 1, and it is ignored: nothing found.
         assert_eq!(m.ar1, 0.0);
+    }
+
+    #[test]
+    fn a_box_is_sized_by_its_annotated_area_a_detection_by_its_box() {
+        // A 40×40 box annotated with a segment's 900 px²: small, though its w·h is medium.
+        let g = GtBox {
+            area: 900.0,
+            ..gt(1, 1, [10.0, 10.0, 40.0, 40.0])
+        };
+        let gts = [g];
+        let dets = [
+            det(1, 1, [10.0, 10.0, 40.0, 40.0], 0.9),
+            // A medium-sized false positive: ignored in the small range, not counted against it.
+            det(1, 1, [300.0, 300.0, 40.0, 40.0], 0.95),
+        ];
+        let m = evaluate(&[1], &[1], &gts, &dets[..1]);
+        assert_close([m.map_small, m.map_medium, m.ar_small], [1.0, -1.0, 1.0]);
+        let m = evaluate(&[1], &[1], &gts, &dets);
+        assert_close([m.map_small, m.map], [1.0, 0.5]);
     }
 
     #[test]
