@@ -13,7 +13,7 @@ use crate::detect::task::{self, DetectSummary};
 use crate::error::{input, IoContext, Result};
 use crate::experiment::config::ExperimentConfig;
 use crate::experiment::results::{Comparison, Stat};
-use crate::experiment::stats::{self, Side};
+use crate::experiment::runner::compare_variants;
 use crate::experiment::variant::Variant;
 use crate::files;
 use crate::progress;
@@ -209,8 +209,9 @@ fn run_result(
     })
 }
 
-/// Every variant against the baseline, and MaKD against each control, on mAP in AP points.
+/// The standard comparisons on mAP, in AP points.
 fn comparisons(variants: &[Variant], vs: &[DetectVariant]) -> Vec<Comparison> {
+    let names: Vec<&str> = vs.iter().map(|v| v.name.as_str()).collect();
     let runs: Vec<Vec<(u64, f64)>> = vs
         .iter()
         .map(|v| {
@@ -220,27 +221,7 @@ fn comparisons(variants: &[Variant], vs: &[DetectVariant]) -> Vec<Comparison> {
                 .collect()
         })
         .collect();
-    let side = |v: Variant| {
-        let i = variants.iter().position(|&x| x == v)?;
-        Some(Side {
-            name: &vs[i].name,
-            runs: &runs[i],
-        })
-    };
-    let mut wanted: Vec<(Variant, Variant)> = variants
-        .iter()
-        .filter(|&&v| v != Variant::Baseline)
-        .map(|&v| (v, Variant::Baseline))
-        .collect();
-    wanted.extend([
-        (Variant::Makd, Variant::RandomTarget),
-        (Variant::Makd, Variant::ShuffledTarget),
-    ]);
-    let pairs: Vec<_> = wanted
-        .into_iter()
-        .filter_map(|(a, b)| Some((side(a)?, side(b)?)))
-        .collect();
-    stats::compare_all("test_map", "AP points", &pairs)
+    compare_variants(variants, &names, &runs, "test_map", "AP points")
 }
 
 fn pct(s: &Stat) -> String {

@@ -242,19 +242,7 @@ fn open_targets(
         }
     };
     crate::train::trainer::check_complete(&store, cfg.aspects.allow_partial, &at)?;
-    let questions = match set {
-        Some(set) => set.questions,
-        None => store
-            .manifest
-            .question_ids
-            .iter()
-            .map(|id| crate::aspects::Question {
-                id: id.clone(),
-                text: String::new(),
-                kind: String::new(),
-            })
-            .collect(),
-    };
+    let questions = crate::train::trainer::store_questions(&store, set);
     let mask = targets.mask();
     let coverage = TargetCoverage {
         store: store.summary(),

@@ -364,14 +364,27 @@ fn run_result(seed: u64, run_dir: &RunDir, s: &Summary) -> Result<RunResult> {
 /// Each variant against the baseline, MaKD against its controls and MaKD+KD against KD, on test
 /// top-1: one family, Holm-adjusted together.
 fn comparisons(variants: &[Variant], vs: &[VariantResult]) -> Vec<Comparison> {
+    let names: Vec<&str> = vs.iter().map(|v| v.name.as_str()).collect();
     let runs: Vec<Vec<(u64, f64)>> = vs
         .iter()
         .map(|v| v.runs.iter().map(|r| (r.seed, r.test_top1)).collect())
         .collect();
+    compare_variants(variants, &names, &runs, "test_top1", "points")
+}
+
+/// The report's comparisons on one metric: every variant against the baseline, MaKD against
+/// each control, MaKD+KD against KD (those that ran). `runs[i]` are variant i's (seed, value).
+pub fn compare_variants(
+    variants: &[Variant],
+    names: &[&str],
+    runs: &[Vec<(u64, f64)>],
+    metric: &str,
+    unit: &str,
+) -> Vec<Comparison> {
     let side = |v: Variant| {
         let i = variants.iter().position(|&x| x == v)?;
         Some(stats::Side {
-            name: &vs[i].name,
+            name: names[i],
             runs: &runs[i],
         })
     };
@@ -389,7 +402,7 @@ fn comparisons(variants: &[Variant], vs: &[VariantResult]) -> Vec<Comparison> {
         .into_iter()
         .filter_map(|(a, b)| Some((side(a)?, side(b)?)))
         .collect();
-    stats::compare_all("test_top1", "points", &pairs)
+    stats::compare_all(metric, unit, &pairs)
 }
 
 /// Per-image answers (teacher vs student) and the embedding of the first seed's MaKD student (or the

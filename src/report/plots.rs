@@ -28,7 +28,7 @@ const FONT_CANDIDATES: &[&str] = &[
 const FAMILY: &str = "sans-serif";
 
 /// Tableau 10: distinguishable, colour-blind-friendlier than the plotters defaults.
-const PALETTE: [RGBColor; 10] = [
+pub const PALETTE: [RGBColor; 10] = [
     RGBColor(0x4E, 0x79, 0xA7),
     RGBColor(0xF2, 0x8E, 0x2B),
     RGBColor(0xE1, 0x57, 0x59),

@@ -415,6 +415,27 @@ pub fn open_datasets(cfg: &TrainConfig) -> Result<Datasets> {
     })
 }
 
+/// The questions a store answers: the aspect set's (with their texts) when given, else the
+/// store's question ids alone.
+pub fn store_questions(
+    store: &ScoreStore,
+    set: Option<AspectSet>,
+) -> Vec<crate::aspects::Question> {
+    match set {
+        Some(set) => set.questions,
+        None => store
+            .manifest
+            .question_ids
+            .iter()
+            .map(|id| crate::aspects::Question {
+                id: id.clone(),
+                text: String::new(),
+                kind: String::new(),
+            })
+            .collect(),
+    }
+}
+
 /// Open a score store and check it against the dataset it must describe and the aspect set.
 pub fn open_store(
     path: &Path,
@@ -542,19 +563,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
                 train_pairs: 0,
                 masked_train_pairs: 0,
             });
-            questions = match set {
-                Some(set) => set.questions,
-                None => store
-                    .manifest
-                    .question_ids
-                    .iter()
-                    .map(|id| crate::aspects::Question {
-                        id: id.clone(),
-                        text: String::new(),
-                        kind: String::new(),
-                    })
-                    .collect(),
-            };
+            questions = store_questions(&store, set);
             Some(Targets::from_store(
                 &store,
                 ds.train.as_ref(),
