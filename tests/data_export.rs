@@ -86,11 +86,11 @@ fn export_round_trips_through_coco() {
         .collect();
     assert_eq!(ann_ids, (1..=ann_ids.len() as u64).collect::<Vec<_>>());
 
-    let scenes = detection::open(&spec.parse().unwrap(), Split::Train).unwrap();
+    let scenes = makd::data::open_detection(&spec.parse().unwrap(), Split::Train).unwrap();
     assert_eq!(scenes.len(), 15, "half of 30 source images");
     let coco_spec = format!("coco:{}", out.join("annotations.json").display());
     for split in [Split::Train, Split::Test] {
-        let back = detection::open(&coco_spec.parse().unwrap(), split).unwrap();
+        let back = makd::data::open_detection(&coco_spec.parse().unwrap(), split).unwrap();
         assert_eq!(back.len(), 12);
         assert_eq!(back.categories(), scenes.categories());
         for i in 0..12 {
@@ -130,7 +130,7 @@ fn train_and_test_scenes_come_from_their_own_files() {
     tiny_idx(t.path());
     let spec: detection::DetectionSpec = format!("scenes:{}", t.path().display()).parse().unwrap();
     for (split, lit) in [(Split::Train, 200u8), (Split::Test, 90)] {
-        let ds = detection::open(&spec, split).unwrap();
+        let ds = makd::data::open_detection(&spec, split).unwrap();
         for i in 0..ds.len() {
             let s = ds.get(i).unwrap();
             let max = s.image.pixels.iter().copied().max().unwrap();
@@ -161,7 +161,7 @@ fn scenes_speed_on_fashion_mnist() {
     require_fashion_mnist();
     let spec: detection::DetectionSpec = "scenes:fashion-mnist".parse().unwrap();
     let t0 = std::time::Instant::now();
-    let ds = detection::open(&spec, Split::Train).unwrap();
+    let ds = makd::data::open_detection(&spec, Split::Train).unwrap();
     let opened = t0.elapsed();
     let t0 = std::time::Instant::now();
     for i in 0..2000 {
@@ -211,7 +211,7 @@ fn label_runs_on_scene_images_and_their_crops() {
         let ds = makd::data::open(&spec.parse().unwrap(), Split::Test).unwrap();
         let ids: Vec<&str> = (0..ds.len()).map(|i| ds.id(i)).collect();
         assert_eq!(store.manifest.image_ids, ids, "{spec}");
-        let scenes = detection::open(&det.parse().unwrap(), Split::Test).unwrap();
+        let scenes = makd::data::open_detection(&det.parse().unwrap(), Split::Test).unwrap();
         if spec.starts_with("crops:") {
             let boxes: usize = (0..scenes.len())
                 .map(|i| scenes.boxes(i).unwrap().len())

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use makd::data::coco::{self, EXPORT_MARKER};
-use makd::data::detection::{self, DetectionSpec, FirstImages};
+use makd::data::detection::{DetectionSpec, FirstImages};
 use makd::data::Split;
 use makd::error;
 use std::path::{Path, PathBuf};
@@ -46,7 +46,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn export(args: ExportArgs) -> Result<()> {
-    let mut ds = detection::open(&args.dataset, args.split)?;
+    let mut ds = makd::data::open_detection(&args.dataset, args.split)?;
     if let Some(n) = args.limit {
         ds = Arc::new(FirstImages::new(ds, n));
     }

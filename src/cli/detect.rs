@@ -11,7 +11,7 @@ use makd::detect::task::{self, TOP_K};
 use makd::error::input;
 use makd::student::Pass;
 use makd::train::config::{AspectMode, TrainConfig};
-use makd::train::trainer::RunDir;
+use makd::train::run_dir::RunDir;
 use std::path::{Path, PathBuf};
 
 pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool, json: bool) -> Result<()> {

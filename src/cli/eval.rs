@@ -5,9 +5,11 @@ use anyhow::Result;
 use makd::data::transform::Transform;
 use makd::data::Split;
 use makd::train::checkpoint;
+use makd::train::classify;
 use makd::train::config::TaskKind;
 use makd::train::kd::TeacherLogits;
-use makd::train::trainer::{self, RunDir};
+use makd::train::run_dir::RunDir;
+use makd::train::trainer;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -97,7 +99,7 @@ pub fn run(args: Args) -> Result<()> {
         _ => None,
     };
     let transform = Arc::new(Transform::new(cfg.transform.clone())?);
-    let r = trainer::evaluate(
+    let r = classify::evaluate(
         &model,
         ds.clone(),
         &transform,

@@ -3,8 +3,9 @@
 use anyhow::Result;
 use makd::data::transform::Transform;
 use makd::data::{DatasetSource, DatasetSpec, Split};
-use makd::train::trainer::ModelInfo;
-use makd::train::trainer::{self, RunDir};
+use makd::train::classify;
+use makd::train::run_dir::{ModelInfo, RunDir};
+use makd::train::trainer;
 use rand::SeedableRng;
 use std::path::PathBuf;
 
@@ -78,7 +79,7 @@ pub fn run(args: Args) -> Result<()> {
             .forward(&xs, makd::student::Pass::Eval)?
             .squeeze(0)?
             .to_vec1::<f32>()?;
-        let (probs, aspects) = trainer::split_outputs(&row, c)?;
+        let (probs, aspects) = classify::split_outputs(&row, c)?;
         let mut order: Vec<usize> = (0..c).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
         if args.json {

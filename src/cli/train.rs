@@ -2,7 +2,8 @@
 
 use anyhow::Result;
 use makd::train::config::{TaskKind, TrainConfig};
-use makd::train::trainer::{self, RunDir};
+use makd::train::run_dir::RunDir;
+use makd::train::trainer;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]

@@ -103,7 +103,7 @@ pub struct Crops {
 
 impl Crops {
     pub fn open(spec: &CropsSpec, split: Split) -> Result<Crops> {
-        Crops::new(detection::open(&spec.detection, split)?, spec.margin)
+        Crops::new(super::open_detection(&spec.detection, split)?, spec.margin)
     }
 
     /// The objects of an opened detection dataset.

@@ -9,7 +9,7 @@
 //!
 //! Boxes are COCO's: `[x, y, w, h]` in pixels of the image as stored, `(x, y)` its top-left corner.
 
-use super::{Dataset, DatasetSpec, RawImage, Sample, Split};
+use super::{Dataset, DatasetSpec, RawImage, Sample};
 use crate::error::{self, Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -192,24 +192,6 @@ impl<'de> Deserialize<'de> for DetectionSpec {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
-}
-
-/// Open one split of the detection dataset a spec names. A COCO file holds one split unless its
-/// images carry a `split` field (`train` / `test` / `val`), which then selects them.
-pub fn open(spec: &DetectionSpec, split: Split) -> Result<Arc<dyn DetectionDataset>> {
-    Ok(match &spec.source {
-        DetectionSource::Coco {
-            annotations,
-            images,
-        } => Arc::new(super::coco::CocoDataset::open(
-            annotations,
-            images.as_deref(),
-            split,
-        )?),
-        DetectionSource::Scenes(source) => {
-            Arc::new(super::scenes::Scenes::new(source.clone(), split)?)
-        }
-    })
 }
 
 /// The boxes of every image, computed once (in parallel: scenes render each image to find them).

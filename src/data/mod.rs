@@ -249,9 +249,30 @@ pub fn open(spec: &DatasetSpec, split: Split) -> Result<Arc<dyn Dataset>> {
         DatasetSource::ImageFolder(root) => Arc::new(imagefolder::ImageFolder::open(root, split)?),
         DatasetSource::Csv(file) => Arc::new(csv::CsvDataset::open(file, split)?),
         DatasetSource::DetectionImages(spec) => Arc::new(detection::DetectionImages::new(
-            detection::open(spec, split)?,
+            open_detection(spec, split)?,
         )?),
         DatasetSource::Crops(spec) => Arc::new(crops::Crops::open(spec, split)?),
+    })
+}
+
+/// Open one split of the detection dataset a spec names. A COCO file holds one split unless its
+/// images carry a `split` field (`train` / `test` / `val`), which then selects them.
+pub fn open_detection(
+    spec: &detection::DetectionSpec,
+    split: Split,
+) -> Result<Arc<dyn detection::DetectionDataset>> {
+    Ok(match &spec.source {
+        detection::DetectionSource::Coco {
+            annotations,
+            images,
+        } => Arc::new(coco::CocoDataset::open(
+            annotations,
+            images.as_deref(),
+            split,
+        )?),
+        detection::DetectionSource::Scenes(source) => {
+            Arc::new(scenes::Scenes::new(source.clone(), split)?)
+        }
     })
 }
 

@@ -22,7 +22,7 @@ use crate::scores::ScoreStore;
 use crate::student::Pass;
 use crate::train::config::TrainConfig;
 use crate::train::fit::read_records;
-use crate::train::trainer::RunDir;
+use crate::train::run_dir::RunDir;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 

@@ -26,11 +26,11 @@ use crate::student::Pass;
 use crate::train::config::{AspectMode, TrainConfig};
 use crate::train::fit::{self, Evaluated, Task};
 use crate::train::init::seeded_var_builder;
+use crate::train::init::trainable_vars;
 use crate::train::optim::Optimizer;
+use crate::train::run_dir::{check_resumable, ModelInfo, RunDir};
 use crate::train::targets::Targets;
-use crate::train::trainer::{
-    check_resumable, device, open_store, trainable_vars, ModelInfo, RunDir, TargetCoverage,
-};
+use crate::train::trainer::{device, open_store, TargetCoverage};
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use rand::Rng;
@@ -105,8 +105,8 @@ pub struct DetDatasets {
 
 pub fn open_datasets(cfg: &TrainConfig) -> Result<DetDatasets> {
     let spec = detection_spec(cfg)?;
-    let full_train = detection::open(spec, Split::Train)?;
-    let full_test = detection::open(spec, Split::Test)?;
+    let full_train = crate::data::open_detection(spec, Split::Train)?;
+    let full_test = crate::data::open_detection(spec, Split::Test)?;
     let first = |ds: &Arc<dyn DetectionDataset>, n: Option<usize>| -> Arc<dyn DetectionDataset> {
         match n {
             Some(n) if n < ds.len() => Arc::new(FirstImages::new(ds.clone(), n)),

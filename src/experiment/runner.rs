@@ -17,10 +17,12 @@ use crate::experiment::variant::Variant;
 use crate::progress;
 use crate::scores::derive::{control_store, first_questions, Control};
 use crate::scores::ScoreStore;
+use crate::train::classify;
 use crate::train::config::TrainConfig;
 use crate::train::kd::{KdMethod, TeacherLogits};
+use crate::train::run_dir::RunDir;
 use crate::train::targets::Targets;
-use crate::train::trainer::{self, read_metrics, RunDir, Summary};
+use crate::train::trainer::{self, read_metrics, Summary};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -318,7 +320,7 @@ fn teacher_logits(
         }
         let transform = Arc::new(Transform::new(tcfg.transform.clone())?);
         progress::log("computing the KD teacher's logits on the training split");
-        let r = trainer::evaluate(
+        let r = classify::evaluate(
             &model,
             full.clone(),
             &transform,
@@ -435,11 +437,11 @@ fn pictures(
         let (store, _) = trainer::open_store(test_scores, None, full_test.as_ref())?;
         let targets =
             Targets::from_store(&store, picks.as_ref(), &test_scores.display().to_string())?;
-        let r = trainer::evaluate(&model, picks.clone(), &transform, 64, 1, None, true)?;
+        let r = classify::evaluate(&model, picks.clone(), &transform, 64, 1, None, true)?;
         let c = info.classes.len();
         let shown: Vec<usize> = (0..info.num_aspects.min(16)).collect();
         for (i, row) in r.outputs.unwrap_or_default().iter().enumerate() {
-            let (_, student) = trainer::split_outputs(row, c)?;
+            let (_, student) = classify::split_outputs(row, c)?;
             let (p, _) = targets.row(i);
             examples.push(ExampleResponse {
                 image_id: picks.id(i).to_string(),
@@ -453,7 +455,7 @@ fn pictures(
     let embedding = if cfg.embedding_points > 0 {
         let picks: Arc<dyn Dataset> =
             Arc::new(Subset::stratified(full_test, cfg.embedding_points, 1));
-        let feats = trainer::features(&model, picks.clone(), &transform, 128, tcfg.data.workers)?;
+        let feats = classify::features(&model, picks.clone(), &transform, 128, tcfg.data.workers)?;
         let points = stats::pca_2d(&feats)?;
         Some(Embedding {
             method: "pca".into(),

@@ -5,16 +5,22 @@
 use crate::data::loader::{batches, Batch};
 use crate::data::transform::Transform;
 use crate::data::Dataset;
+use crate::error::input;
 use crate::error::Result;
+use crate::progress;
 use crate::student::Pass;
+use crate::student::{self, Student};
 use crate::train::config::TrainConfig;
 use crate::train::fit::{Evaluated, Task};
+use crate::train::init::{seeded_var_builder, trainable_vars};
 use crate::train::kd::{KdMethod, TeacherLogits};
 use crate::train::loss;
 use crate::train::metrics::topk_correct;
+use crate::train::metrics::{AspectAccumulator, AspectMetrics};
 use crate::train::targets::Targets;
-use crate::train::trainer::{evaluate, EvalResult, Model};
 use candle_core::Tensor;
+use candle_core::{Device, D};
+use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -209,4 +215,170 @@ impl Task for Classify<'_> {
             line,
         })
     }
+}
+
+/// Results of evaluating class logits (and, with targets, aspect logits) on a dataset.
+#[derive(Clone, Debug, Default)]
+pub struct EvalResult {
+    pub images: usize,
+    pub loss: f64,
+    pub top1: f64,
+    pub top5: f64,
+    pub aspects: Option<AspectMetrics>,
+    /// Per image: predicted class, when `keep_outputs` was asked.
+    pub outputs: Option<Vec<Vec<f32>>>,
+}
+
+/// A student with its parameters, as built from a config.
+pub struct Model {
+    pub student: Box<dyn Student>,
+    pub varmap: VarMap,
+    pub num_classes: usize,
+    pub num_aspects: usize,
+    pub device: Device,
+}
+
+impl Model {
+    pub fn build(
+        cfg: &TrainConfig,
+        num_classes: usize,
+        num_aspects: usize,
+        device: &Device,
+    ) -> Result<Model> {
+        if cfg.model.in_channels != cfg.transform.channels {
+            return Err(input(
+                format!(
+                    "model.in_channels = {} but transform.channels = {}",
+                    cfg.model.in_channels, cfg.transform.channels
+                ),
+                "config",
+                "set both to 1 (gray) or both to 3 (RGB)",
+            ));
+        }
+        let varmap = VarMap::new();
+        let vb = seeded_var_builder(&varmap, cfg.train.seed, device);
+        let student = student::build(
+            &cfg.model,
+            cfg.transform.size,
+            num_classes + num_aspects,
+            vb,
+        )?;
+        Ok(Model {
+            student,
+            varmap,
+            num_classes,
+            num_aspects,
+            device: device.clone(),
+        })
+    }
+
+    /// Trainable parameters by name (BatchNorm running statistics excluded).
+    pub fn trainable(&self) -> Vec<(String, candle_core::Var)> {
+        trainable_vars(&self.varmap)
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.trainable()
+            .iter()
+            .map(|(_, v)| v.as_tensor().elem_count())
+            .sum()
+    }
+}
+
+/// Evaluate on every image of `ds` (the last partial batch included). Class metrics use the first
+/// C outputs only; aspect metrics need `targets`.
+pub fn evaluate(
+    model: &Model,
+    ds: Arc<dyn Dataset>,
+    transform: &Arc<Transform>,
+    batch_size: usize,
+    workers: usize,
+    targets: Option<&Targets>,
+    keep_outputs: bool,
+) -> Result<EvalResult> {
+    let (c, q) = (model.num_classes, model.num_aspects);
+    let n = ds.len();
+    let iter = batches(
+        ds,
+        (0..n).collect(),
+        batch_size,
+        transform.clone(),
+        false,
+        0,
+        workers,
+        2,
+    );
+    let pb = progress::bar(n as u64, "eval", "images");
+    let (mut loss_sum, mut top1, mut top5) = (0.0, 0usize, 0usize);
+    let mut acc = targets.map(|_| AspectAccumulator::new(q));
+    let mut outputs = keep_outputs.then(Vec::new);
+    for batch in iter {
+        let batch = batch?;
+        let xs = batch.images_tensor(&model.device)?;
+        let logits = model.student.forward(&xs, Pass::Eval)?;
+        let class_logits = logits.narrow(1, 0, c)?;
+        let ys = batch.labels_tensor(&model.device)?;
+        loss_sum += loss::cross_entropy(&class_logits, &ys, 0.0)?.to_scalar::<f32>()? as f64
+            * batch.labels.len() as f64;
+        let cl = class_logits.flatten_all()?.to_vec1::<f32>()?;
+        top1 += topk_correct(&cl, c, &batch.labels, 1);
+        top5 += topk_correct(&cl, c, &batch.labels, 5.min(c));
+        let all = logits.to_vec2::<f32>()?;
+        if let (Some(acc), Some(t)) = (acc.as_mut(), targets) {
+            for (row, &i) in all.iter().zip(&batch.indices) {
+                let (p, m) = t.row(i);
+                let mask: Vec<bool> = m.iter().map(|&x| x > 0.0).collect();
+                acc.push(&row[c..c + q], p, &mask);
+            }
+        }
+        if let Some(out) = outputs.as_mut() {
+            out.extend(all);
+        }
+        pb.inc(batch.labels.len() as u64);
+    }
+    pb.finish_and_clear();
+    let denom = n.max(1) as f64;
+    Ok(EvalResult {
+        images: n,
+        loss: loss_sum / denom,
+        top1: 100.0 * top1 as f64 / denom,
+        top5: 100.0 * top5 as f64 / denom,
+        aspects: acc.map(|a| a.finish()),
+        outputs,
+    })
+}
+
+/// Penultimate features of every image of `ds` (embedding plots).
+pub fn features(
+    model: &Model,
+    ds: Arc<dyn Dataset>,
+    transform: &Arc<Transform>,
+    batch_size: usize,
+    workers: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let n = ds.len();
+    let mut out = Vec::with_capacity(n);
+    for batch in batches(
+        ds,
+        (0..n).collect(),
+        batch_size,
+        transform.clone(),
+        false,
+        0,
+        workers,
+        2,
+    ) {
+        let batch = batch?;
+        let xs = batch.images_tensor(&model.device)?;
+        out.extend(model.student.features(&xs, Pass::Eval)?.to_vec2::<f32>()?);
+    }
+    Ok(out)
+}
+
+/// Softmax over the class logits of one output row, and sigmoid over its aspect logits.
+pub fn split_outputs(row: &[f32], c: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+    let cls = Tensor::new(&row[..c], &Device::Cpu)?;
+    let probs = candle_nn::ops::softmax(&cls, D::Minus1)?.to_vec1::<f32>()?;
+    let aspects = row[c..].iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect();
+    Ok((probs, aspects))
 }

@@ -14,7 +14,7 @@ use crate::student::Pass;
 use crate::train::checkpoint::{self, State};
 use crate::train::config::TrainConfig;
 use crate::train::optim::Optimizer;
-use crate::train::trainer::{config_diff, ModelInfo, RunDir};
+use crate::train::run_dir::{config_diff, ModelInfo, RunDir};
 use candle_core::Tensor;
 use candle_nn::VarMap;
 use rand::seq::SliceRandom;

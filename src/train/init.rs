@@ -103,6 +103,18 @@ impl SimpleBackend for SeededVarMap {
     }
 }
 
+/// The trainable parameters of `varmap` by name, sorted (BatchNorm running statistics excluded).
+pub fn trainable_vars(varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
+    let data = varmap.data().lock().expect("varmap lock");
+    let mut v: Vec<_> = data
+        .iter()
+        .filter(|(n, _)| !crate::student::is_running_stat(n))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

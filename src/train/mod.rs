@@ -10,6 +10,7 @@ pub mod loss;
 pub mod metrics;
 pub mod optim;
 pub mod rows;
+pub mod run_dir;
 pub mod schedule;
 pub mod targets;
 pub mod trainer;

@@ -5,10 +5,11 @@
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 use makd::student::{Arch, Pass, Stem, StudentSpec};
+use makd::train::classify::Model;
 use makd::train::config::TrainConfig;
 use makd::train::loss;
 use makd::train::optim::{OptimConfig, Optimizer};
-use makd::train::trainer::{self, Model};
+use makd::train::trainer;
 use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
