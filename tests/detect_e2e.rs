@@ -369,6 +369,7 @@ fn a_detection_experiment_runs_the_controls_and_reports() {
     );
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("| makd |") && md.contains("mAP (%)"), "{md}");
+    assert!(!md.contains("CE "), "a detector has no CE term: {md}");
     let pic = image::open(out.join("plots/predictions.png")).unwrap();
     assert!(pic.width() > pic.height(), "a strip of test scenes");
     // Rerunning resumes: every run dir is finished, so nothing trains again.

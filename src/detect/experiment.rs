@@ -141,7 +141,8 @@ pub fn run(
             |f: &dyn Fn(&DetectRunResult) -> f64| Stat::of(&runs.iter().map(f).collect::<Vec<_>>());
         results.push(DetectVariant {
             name: v.to_string(),
-            description: v.describe(),
+            // The classification wording, with the detector's loss in place of CE.
+            description: v.describe().replace("CE", "CenterNet loss"),
             map: stat(&|r| r.test_map),
             map50: stat(&|r| r.test_map50),
             runs,
