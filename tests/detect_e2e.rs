@@ -369,7 +369,11 @@ fn a_detection_experiment_runs_the_controls_and_reports() {
     );
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("| makd |") && md.contains("mAP (%)"), "{md}");
-    assert!(!md.contains("CE "), "a detector has no CE term: {md}");
+    assert!(
+        md.contains("| CenterNet loss + α·BCE against the teacher's P(yes) |")
+            && !md.contains("CE only"),
+        "a detector's loss is CenterNet's, not CE: {md}"
+    );
     let pic = image::open(out.join("plots/predictions.png")).unwrap();
     assert!(pic.width() > pic.height(), "a strip of test scenes");
     // Rerunning resumes: every run dir is finished, so nothing trains again.

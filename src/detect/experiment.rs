@@ -142,7 +142,7 @@ pub fn run(
         results.push(DetectVariant {
             name: v.to_string(),
             // The classification wording, with the detector's loss in place of CE.
-            description: v.describe().replace("CE", "CenterNet loss"),
+            description: v.describe().replacen("CE", "CenterNet loss", 1),
             map: stat(&|r| r.test_map),
             map50: stat(&|r| r.test_map50),
             runs,
