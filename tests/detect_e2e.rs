@@ -113,6 +113,9 @@ fn a_detector_learns_and_pycocotools_agrees_with_its_map() {
         theirs["map"].as_f64().unwrap(),
         theirs["map50"].as_f64().unwrap(),
     );
+    eprintln!(
+        "mAP: pycocotools {m_py:.6}, makd {map:.6}; AP50: pycocotools {m50_py:.6}, makd {map50:.6}"
+    );
     assert!(
         (m_py - map).abs() < 0.005,
         "pycocotools mAP {m_py}, makd {map}"
