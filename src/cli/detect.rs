@@ -2,14 +2,12 @@
 //! says `task = "detect"`).
 
 use anyhow::Result;
-use makd::data::detection::{self, DetSample};
 use makd::data::Split;
 use makd::detect::cocoeval;
 use makd::detect::draw::{draw, Drawn};
 use makd::detect::heatmap::decode;
 use makd::detect::task::{self, TOP_K};
 use makd::error::input;
-use makd::student::Pass;
 use makd::train::config::{AspectMode, TrainConfig};
 use makd::train::run_dir::RunDir;
 use std::path::{Path, PathBuf};
@@ -110,26 +108,10 @@ pub fn predict(
             .into());
         }
     }
-    let mut tcfg = cfg.transform.clone();
-    tcfg.augment = makd::data::transform::Augment::None;
-    let transform = makd::data::transform::Transform::new(tcfg)?;
-    let size = cfg.transform.size;
-    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
     for path in images {
         let img = makd::data::imagefolder::decode_file(path)?;
-        let longer = img.width.max(img.height) as f32;
-        let sample = DetSample {
-            image_id: 0,
-            image: img.clone(),
-            boxes: vec![],
-        };
-        let fitted = detection::fit(&sample, size);
-        let x = transform.apply(&fitted.image, false, &mut rng);
-        let xs =
-            candle_core::Tensor::from_vec(x, (1, cfg.transform.channels, size, size), &det.device)?;
-        let out = det.net.forward(&xs, Pass::Eval)?;
+        let (out, scale) = det.detect_one(&cfg, &img)?;
         let decoded = decode(&out.heatmap, &out.size, &out.offset, TOP_K)?;
-        let scale = size as f32 / longer;
         let image_aspects: Option<Vec<f32>> = match (&out.aspects, cfg.detect.aspect_mode) {
             (Some(a), AspectMode::Image) => Some(makd::detect::task::sigmoid_all(
                 &a.squeeze(0)?.to_vec1::<f32>()?,

@@ -4,7 +4,6 @@
 use anyhow::Result;
 use makd::data::transform::Transform;
 use makd::data::Split;
-use makd::train::checkpoint;
 use makd::train::classify;
 use makd::train::config::TaskKind;
 use makd::train::kd::TeacherLogits;
@@ -73,8 +72,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let (cfg, info, model) = trainer::load_run(&run_dir, &args.checkpoint)?;
     // The directory the weights came from (`<name>.old` after a crash mid-save).
-    let ckpt_dir = checkpoint::existing(&run_dir.checkpoint(&args.checkpoint))
-        .unwrap_or_else(|| run_dir.checkpoint(&args.checkpoint));
+    let ckpt_dir = run_dir.weights(&args.checkpoint)?;
     let datasets = trainer::open_datasets(&cfg)?;
     info.check_classes(datasets.train.classes(), &run_dir.root)?;
     let split = args.split;

@@ -19,7 +19,6 @@ use crate::files;
 use crate::progress;
 use crate::scores::derive::{control_store, Control};
 use crate::scores::ScoreStore;
-use crate::student::Pass;
 use crate::train::config::TrainConfig;
 use crate::train::fit::read_records;
 use crate::train::run_dir::RunDir;
@@ -305,19 +304,7 @@ pub fn predictions_picture(
     let mut tiles = Vec::new();
     for i in 0..n {
         let sample = test.get(i)?;
-        let size = cfg.transform.size;
-        let fitted = crate::data::detection::fit(&sample, size);
-        let mut tcfg = cfg.transform.clone();
-        tcfg.augment = crate::data::transform::Augment::None;
-        let x = crate::data::transform::Transform::new(tcfg)?.apply(
-            &fitted.image,
-            false,
-            &mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0),
-        );
-        let xs =
-            candle_core::Tensor::from_vec(x, (1, cfg.transform.channels, size, size), &det.device)?;
-        let out = det.net.forward(&xs, Pass::Eval)?;
-        let back = size as f32 / sample.image.width.max(sample.image.height) as f32;
+        let (out, back) = det.detect_one(&cfg, &sample.image)?;
         let mut boxes: Vec<Drawn> = sample
             .boxes
             .iter()

@@ -28,7 +28,7 @@ use crate::train::fit::{self, Evaluated, Task};
 use crate::train::init::seeded_var_builder;
 use crate::train::init::trainable_vars;
 use crate::train::optim::Optimizer;
-use crate::train::run_dir::{check_resumable, ModelInfo, RunDir};
+use crate::train::run_dir::{ModelInfo, RunDir};
 use crate::train::targets::Targets;
 use crate::train::trainer::{device, open_store, TargetCoverage};
 use candle_core::{Device, Tensor};
@@ -287,6 +287,28 @@ impl Detector {
             varmap,
             device: device.clone(),
         })
+    }
+
+    /// One image through the detector as evaluation sees it (letterboxed to `transform.size`,
+    /// normalised, eval mode): the outputs, and input pixels per original pixel.
+    pub fn detect_one(
+        &self,
+        cfg: &TrainConfig,
+        img: &crate::data::RawImage,
+    ) -> Result<(Outputs, f32)> {
+        let size = cfg.transform.size;
+        let sample = detection::DetSample {
+            image_id: 0,
+            image: img.clone(),
+            boxes: vec![],
+        };
+        let fitted = detection::fit(&sample, size);
+        let mut tcfg = cfg.transform.clone();
+        tcfg.augment = Augment::None;
+        let x = Transform::new(tcfg)?.apply(&fitted.image, false, &mut sample_rng(0, 0));
+        let xs = Tensor::from_vec(x, (1, cfg.transform.channels, size, size), &self.device)?;
+        let out = self.net.forward(&xs, Pass::Eval)?;
+        Ok((out, size as f32 / img.width.max(img.height) as f32))
     }
 
     pub fn param_count(&self) -> usize {
@@ -592,7 +614,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<DetectS
         train_fingerprint: Some(ds.full_train.fingerprint()),
         test_fingerprint: Some(ds.full_test.fingerprint()),
     };
-    let resume_from = fit::open_run(cfg, run_dir, fresh, &info, check_resumable)?;
+    let resume_from = fit::open_run(cfg, run_dir, fresh, &info)?;
     let mut det = Detector::build(cfg, c, q, &dev)?;
     let mut opt = Optimizer::new(cfg.optim.clone(), trainable_vars(&det.varmap));
     let mut run = fit::restore(
@@ -659,13 +681,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<DetectS
 pub fn load_run(run_dir: &RunDir, which: &str) -> Result<(TrainConfig, ModelInfo, Detector)> {
     let cfg = run_dir.load_config()?;
     let info = run_dir.load_model_info()?;
-    let dir = crate::train::checkpoint::existing(&run_dir.checkpoint(which)).ok_or_else(|| {
-        input(
-            format!("no {which} checkpoint"),
-            run_dir.root.display().to_string(),
-            "train first (makd train), or pass --checkpoint last",
-        )
-    })?;
+    let dir = run_dir.weights(which)?;
     let mut det = Detector::build(&cfg, info.classes.len(), info.num_aspects, &device()?)?;
     crate::train::checkpoint::load_model(&dir, &mut det.varmap)?;
     Ok((cfg, info, det))

@@ -14,7 +14,7 @@ use crate::student::Pass;
 use crate::train::checkpoint::{self, State};
 use crate::train::config::TrainConfig;
 use crate::train::optim::Optimizer;
-use crate::train::run_dir::{config_diff, ModelInfo, RunDir};
+use crate::train::run_dir::{check_resumable, config_diff, ModelInfo, RunDir};
 use candle_core::Tensor;
 use candle_nn::VarMap;
 use rand::seq::SliceRandom;
@@ -82,7 +82,6 @@ pub fn open_run(
     run_dir: &RunDir,
     fresh: bool,
     info: &ModelInfo,
-    check: impl Fn(&ModelInfo, &ModelInfo, &Path) -> Result<()>,
 ) -> Result<Option<PathBuf>> {
     if fresh {
         run_dir.clear_for_fresh()?;
@@ -100,7 +99,7 @@ pub fn open_run(
                 "pass --fresh to start over in it, or use another --run-dir",
             ));
         }
-        check(&run_dir.load_model_info()?, info, &run_dir.root)?;
+        check_resumable(&run_dir.load_model_info()?, info, &run_dir.root)?;
     }
     std::fs::create_dir_all(&run_dir.root).at(&run_dir.root)?;
     files::write_atomic(&run_dir.config(), cfg.to_toml().as_bytes())?;

@@ -38,6 +38,18 @@ impl RunDir {
     pub fn checkpoint(&self, which: &str) -> PathBuf {
         self.root.join("checkpoints").join(which)
     }
+    /// The directory holding checkpoint `which` (`last` or `best`; `<which>.old` after a crash
+    /// mid-save), or an input error when the run has none.
+    pub fn weights(&self, which: &str) -> Result<PathBuf> {
+        crate::train::checkpoint::existing(&self.checkpoint(which)).ok_or_else(|| {
+            input(
+                format!("no {which} checkpoint"),
+                self.root.display().to_string(),
+                "train first (makd train), or pass --checkpoint last",
+            )
+        })
+    }
+
     pub fn model_info(&self) -> PathBuf {
         self.root.join("model.json")
     }

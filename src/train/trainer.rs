@@ -15,7 +15,7 @@ use crate::train::fit;
 use crate::train::kd::TeacherLogits;
 use crate::train::metrics::AspectMetrics;
 use crate::train::optim::Optimizer;
-use crate::train::run_dir::{check_resumable, show_list, ModelInfo, RunDir};
+use crate::train::run_dir::{show_list, ModelInfo, RunDir};
 use crate::train::targets::Targets;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
@@ -341,7 +341,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
         train_fingerprint: Some(ds.full_train.fingerprint()),
         test_fingerprint: Some(ds.full_test.fingerprint()),
     };
-    let resume_from = fit::open_run(cfg, run_dir, fresh, &info, check_resumable)?;
+    let resume_from = fit::open_run(cfg, run_dir, fresh, &info)?;
     let mut model = Model::build(cfg, c, q, &dev)?;
     let mut opt = Optimizer::new(cfg.optim.clone(), model.trainable());
     let mut run = fit::restore(
@@ -402,13 +402,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &RunDir, fresh: bool) -> Result<Summary
 pub fn load_run(run_dir: &RunDir, which: &str) -> Result<(TrainConfig, ModelInfo, Model)> {
     let cfg = run_dir.load_config()?;
     let info = run_dir.load_model_info()?;
-    let dir = checkpoint::existing(&run_dir.checkpoint(which)).ok_or_else(|| {
-        input(
-            format!("no {which} checkpoint"),
-            run_dir.root.display().to_string(),
-            "train first (makd train), or pass --checkpoint last",
-        )
-    })?;
+    let dir = run_dir.weights(which)?;
     let mut model = Model::build(&cfg, info.classes.len(), info.num_aspects, &device()?)?;
     checkpoint::load_model(&dir, &mut model.varmap)?;
     Ok((cfg, info, model))
