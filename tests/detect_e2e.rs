@@ -392,3 +392,27 @@ fn a_detection_experiment_runs_the_controls_and_reports() {
     );
     eprintln!("rerun took {:.1} s", t0.elapsed().as_secs_f64());
 }
+
+#[test]
+fn neck_and_head_widths_change_the_detector() {
+    require_fashion_mnist();
+    let tmp = tempfile::tempdir().unwrap();
+    let params = |name: &str, sets: &[&str]| -> u64 {
+        let run = tmp.path().join(name);
+        let mut c = detect(&run, 32, 4, 1);
+        for s in sets {
+            c.args(["--set", s]);
+        }
+        ok(&mut c);
+        read_json(&run.join("summary.json"))["params"]
+            .as_u64()
+            .unwrap()
+    };
+    let base = params("cnn64", &[]);
+    assert!(params("cnn32", &["detect.head_channels=32"]) < base);
+    // The cnn's stride is already 4 (no neck); an ImageNet-stem ResNet-18 has three neck stages.
+    let resnet = ["model.arch=\"resnet18\"", "model.stem=\"imagenet\""];
+    let wide = params("r64", &resnet);
+    let narrow = params("r32", &[resnet[0], resnet[1], "detect.neck_channels=32"]);
+    assert!(narrow < wide, "{narrow} vs {wide}");
+}
