@@ -238,6 +238,7 @@ fn check_run_dir(run: &Path, aspects: usize) -> serde_json::Value {
             "test_top5",
             "seconds",
             "images_per_s",
+            "loader_wait_s",
         ] {
             assert!(
                 line[k].is_number(),

@@ -35,13 +35,7 @@ fn metrics_without_time(run_dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run_dir.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let o = v.as_object_mut().unwrap();
-            o.remove("seconds");
-            o.remove("images_per_s");
-            v
-        })
+        .map(without_wall_clock)
         .collect()
 }
 

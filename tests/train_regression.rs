@@ -31,13 +31,7 @@ fn record(run_dir: &Path) -> Value {
     let metrics: Vec<Value> = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).unwrap();
-            let o = v.as_object_mut().unwrap();
-            o.remove("seconds");
-            o.remove("images_per_s");
-            v
-        })
+        .map(without_wall_clock)
         .collect();
     let mut summary = read_json(&run_dir.join("summary.json"));
     summary.as_object_mut().unwrap().remove("seconds");

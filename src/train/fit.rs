@@ -72,6 +72,10 @@ pub struct EpochRecord<E> {
     pub task: E,
     pub seconds: f64,
     pub images_per_s: f64,
+    /// Seconds of the epoch's training the step spent waiting for the loader's next batch (a
+    /// share of `seconds` that more `data.workers` can win back). Absent in runs of older makd.
+    #[serde(default)]
+    pub loader_wait_s: f64,
 }
 
 /// Check a run dir for this run, start it afresh or find the checkpoint to resume from, and
@@ -162,7 +166,7 @@ pub fn fit<T: Task>(
             cfg.train.seed,
             epoch as u64,
         )));
-        let iter = task.batches(order, mix(cfg.train.seed ^ 0xA5A5, epoch as u64))?;
+        let mut iter = task.batches(order, mix(cfg.train.seed ^ 0xA5A5, epoch as u64))?;
         let pb = progress::bar(
             steps_per_epoch as u64,
             &format!("epoch {}/{}", epoch + 1, cfg.train.epochs),
@@ -170,7 +174,11 @@ pub fn fit<T: Task>(
         );
         let (mut sum_loss, mut seen) = (0.0, 0usize);
         let mut lr = opt.lr();
-        for (i, batch) in iter.enumerate() {
+        let mut loader_wait = 0.0;
+        for i in 0.. {
+            let asked = Instant::now();
+            let Some(batch) = iter.next() else { break };
+            loader_wait += asked.elapsed().as_secs_f64();
             let batch = batch?;
             lr = cfg.schedule.lr_at(
                 cfg.optim.lr,
@@ -218,10 +226,16 @@ pub fn fit<T: Task>(
             task: eval.metrics,
             seconds: secs,
             images_per_s: seen as f64 / train_secs,
+            loader_wait_s: loader_wait,
         };
         progress::log(format!(
-            "epoch {}/{}  loss {:.4}  {}  lr {lr:.2e}  {:.0} img/s  {secs:.1} s",
-            m.epoch, cfg.train.epochs, m.train_loss, eval.line, m.images_per_s
+            "epoch {}/{}  loss {:.4}  {}  lr {lr:.2e}  {:.0} img/s  {secs:.1} s (loader wait {:.0} %)",
+            m.epoch,
+            cfg.train.epochs,
+            m.train_loss,
+            eval.line,
+            m.images_per_s,
+            100.0 * loader_wait / train_secs.max(1e-9)
         ));
         run.history.push(m);
         let improved = eval.score > state.best_score || state.best_epoch == 0;
@@ -268,4 +282,123 @@ fn write_records<E: Serialize>(path: &Path, history: &[EpochRecord<E>]) -> Resul
         text.push('\n');
     }
     files::write_atomic(path, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::optim::OptimConfig;
+    use candle_core::{DType, Device, Var};
+    use std::time::Duration;
+
+    /// Fits y = 2 from batches that each take `delay` to arrive.
+    struct SlowBatches {
+        w: Var,
+        delay: Duration,
+        seen: usize,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct Nothing {}
+
+    impl Task for SlowBatches {
+        type Batch = usize;
+        type Epoch = Nothing;
+        fn train_len(&self) -> usize {
+            8
+        }
+        fn batches(
+            &self,
+            order: Vec<usize>,
+            _seed: u64,
+        ) -> Result<Box<dyn Iterator<Item = Result<usize>>>> {
+            let delay = self.delay;
+            Ok(Box::new(
+                order
+                    .chunks(4)
+                    .map(|c| c.len())
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .map(move |n| {
+                        std::thread::sleep(delay);
+                        Ok(n)
+                    }),
+            ))
+        }
+        fn batch_len(batch: &usize) -> usize {
+            *batch
+        }
+        fn loss(&mut self, _batch: &usize, _pass: Pass) -> Result<Tensor> {
+            self.seen += 1;
+            Ok((self.w.as_tensor() - 2.0)?.sqr()?.sum_all()?)
+        }
+        fn running(&self) -> String {
+            String::new()
+        }
+        fn finish_epoch(&mut self) -> Result<Evaluated<Nothing>> {
+            Ok(Evaluated {
+                metrics: Nothing {},
+                score: 0.0,
+                line: String::new(),
+            })
+        }
+    }
+
+    fn run(delay: Duration) -> Vec<EpochRecord<Nothing>> {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = RunDir::new(dir.path());
+        let mut cfg = TrainConfig::default();
+        cfg.train.epochs = 2;
+        cfg.train.batch_size = 4;
+        let varmap = VarMap::new();
+        varmap
+            .get(
+                1,
+                "w",
+                candle_nn::Init::Const(0.0),
+                DType::F32,
+                &Device::Cpu,
+            )
+            .unwrap();
+        let w = varmap.data().lock().unwrap()["w"].clone();
+        let mut opt = Optimizer::new(OptimConfig::default(), vec![("w".into(), w.clone())]);
+        let mut task = SlowBatches { w, delay, seen: 0 };
+        let mut progress = Progress {
+            state: State::default(),
+            history: Vec::new(),
+        };
+        std::fs::create_dir_all(&run_dir.root).unwrap();
+        fit(&mut task, &cfg, &run_dir, &varmap, &mut opt, &mut progress).unwrap();
+        assert_eq!(task.seen, 4, "2 epochs of 2 batches");
+        read_records(&run_dir.metrics()).unwrap()
+    }
+
+    #[test]
+    fn loader_wait_counts_the_time_batches_take_to_arrive() {
+        let slow = run(Duration::from_millis(60));
+        assert_eq!(slow.len(), 2);
+        for m in &slow {
+            // two batches of 60 ms each
+            assert!(m.loader_wait_s >= 0.12, "{}", m.loader_wait_s);
+            assert!(
+                m.loader_wait_s <= m.seconds,
+                "{} > {}",
+                m.loader_wait_s,
+                m.seconds
+            );
+        }
+        let fast = run(Duration::ZERO);
+        assert!(
+            fast.iter().all(|m| m.loader_wait_s < 0.05),
+            "{:?}",
+            fast[0].loader_wait_s
+        );
+    }
+
+    #[test]
+    fn records_of_older_runs_read_without_loader_wait() {
+        let line = r#"{"epoch":1,"lr":0.1,"train_loss":0.5,"seconds":2.0,"images_per_s":10.0}"#;
+        let m: EpochRecord<Nothing> = serde_json::from_str(line).unwrap();
+        assert_eq!(m.loader_wait_s, 0.0);
+    }
 }

@@ -119,3 +119,17 @@ pub fn tiny_imagefolder(root: &Path, classes: &[&str], per_class: usize) {
         }
     }
 }
+
+/// The fields of a `metrics.jsonl` line that are wall-clock readings, not results: two runs of
+/// the same config agree on everything else.
+pub const WALL_CLOCK_FIELDS: [&str; 3] = ["seconds", "images_per_s", "loader_wait_s"];
+
+/// A `metrics.jsonl` line without its [`WALL_CLOCK_FIELDS`].
+pub fn without_wall_clock(line: &str) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let o = v.as_object_mut().unwrap();
+    for k in WALL_CLOCK_FIELDS {
+        o.remove(k);
+    }
+    v
+}
