@@ -220,6 +220,37 @@ fn eval_and_predict_flags_act_on_detectors_and_are_refused_on_classifiers() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("det");
     ok(&mut detect(&run, 200, 20, 1));
+    // --checkpoint picks the weights. After one epoch best/ and last/ hold the same ones, so
+    // best/ is given another run's (another seed, same data): eval must report that run's mAP.
+    let other = tmp.path().join("other");
+    ok(detect(&other, 200, 20, 1).args(["--set", "train.seed=7"]));
+    for f in ["model.safetensors", "state.json"] {
+        std::fs::copy(
+            other.join("checkpoints/last").join(f),
+            run.join("checkpoints/best").join(f),
+        )
+        .unwrap();
+    }
+    let map_of = |which: &str| {
+        let out = ok(makd()
+            .args(["eval", "--json", "--checkpoint", which, "--run-dir"])
+            .arg(&run));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["checkpoint"], which);
+        v["coco"]["map"].as_f64().unwrap()
+    };
+    let ours = read_json(&run.join("summary.json"))["test_map"]
+        .as_f64()
+        .unwrap();
+    let theirs = read_json(&other.join("summary.json"))["test_map"]
+        .as_f64()
+        .unwrap();
+    assert_ne!(
+        ours, theirs,
+        "two seeds gave the same mAP: the check below would prove nothing"
+    );
+    assert_eq!(map_of("last"), ours);
+    assert_eq!(map_of("best"), theirs);
     let export = tmp.path().join("export");
     ok(makd()
         .args([
