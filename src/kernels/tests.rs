@@ -173,6 +173,12 @@ fn conv_dense_matches_reference_and_finite_differences() {
         case(7, 9, 5, 6, 11, 3, 1, 1, 1), // several images per chunk and a short last chunk
         case(3, 16, 7, 6, 17, 3, 1, 1, 1), // Winograd: odd height clips the last tile row
         case(2, 17, 4, 5, 16, 3, 1, 1, 1), // Winograd: odd width
+        // Winograd with enough tiles that whole lanes of 16 tiles are copied at once, past the
+        // end of a tile row into the next ones: the small CNN's 28 px, a row of 19 tiles (a
+        // full lane and a short one) and a narrow tall image (one lane spans five rows).
+        case(3, 16, 28, 28, 16, 3, 1, 1, 1),
+        case(2, 16, 9, 37, 17, 3, 1, 1, 1),
+        case(2, 16, 33, 5, 16, 3, 1, 1, 1),
     ];
     for (i, cc) in cases.into_iter().enumerate() {
         check_conv(cc, 10 * i as u64);

@@ -156,22 +156,27 @@ fn input_transform(g: &ConvGeom, x: &[f32], v: &mut [f32], t: usize, off: usize)
     let (h, w) = (g.h, g.w);
     let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
     let plane_stride = g.c * t;
-    // 4 rows × (even, odd) padded columns, each tw + 1 + L long (zeros past the image).
+    // 4 rows × (even, odd) padded columns, each tw + 1 + L long (zeros past the image). A row
+    // inside the image rewrites the same slots each time, so only a row above or below the
+    // image has to be cleared again.
     let len = tw.div_ceil(L) * L + 1;
     let mut rows = vec![0f32; 8 * len];
+    // Every lane of `out` is written by each transform_lanes call.
+    let mut out = [[0f32; L]; 16];
     for c in 0..g.c {
         let plane = &x[c * h * w..][..h * w];
         for ty in 0..th {
-            rows.fill(0.0);
             for i in 0..4 {
                 let r = 2 * ty as isize - 1 + i as isize;
+                let (even, odd) = rows[2 * i * len..(2 * i + 2) * len].split_at_mut(len);
                 if r < 0 || r >= h as isize {
+                    even.fill(0.0);
+                    odd.fill(0.0);
                     continue;
                 }
                 let src = &plane[r as usize * w..][..w];
                 // Padded column q + 1 holds image column q: even padded columns are the odd
                 // image columns (shifted by one slot), odd padded columns the even ones.
-                let (even, odd) = rows[2 * i * len..(2 * i + 2) * len].split_at_mut(len);
                 for (o, &val) in odd.iter_mut().zip(src.iter().step_by(2)) {
                     *o = val;
                 }
@@ -181,11 +186,19 @@ fn input_transform(g: &ConvGeom, x: &[f32], v: &mut [f32], t: usize, off: usize)
             }
             let base = c * t + off + ty * tw;
             for tx0 in (0..tw).step_by(L) {
-                let mut out = [[0f32; L]; 16];
                 transform_lanes(&rows, len, tx0, &mut out);
                 let n = L.min(tw - tx0);
                 for (pos, o) in out.iter().enumerate() {
-                    v[pos * plane_stride + base + tx0..][..n].copy_from_slice(&o[..n]);
+                    let at = pos * plane_stride + base + tx0;
+                    if ty * tw + tx0 + L <= th * tw {
+                        // All L lanes: those past the row land on later tile rows of this
+                        // image and channel, which are written after this one. A fixed-size
+                        // copy is a few vector stores, not a call to memcpy.
+                        let dst: &mut [f32; L] = (&mut v[at..at + L]).try_into().unwrap();
+                        *dst = *o;
+                    } else {
+                        v[at..at + n].copy_from_slice(&o[..n]);
+                    }
                 }
             }
         }
@@ -226,17 +239,25 @@ fn output_transform(g: &ConvGeom, m: &[f32], t: usize, off: usize, y: &mut [f32]
     let (h, w) = (g.h, g.w);
     let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
     let plane_stride = g.o * t;
+    // Lanes past a row's last tile hold later rows' values (or stale ones near the image's
+    // end): they are transformed but never stored.
+    let mut mm = [[0f32; L]; 16];
+    let mut out = [[0f32; L]; 4];
     for o in 0..g.o {
         let yp = &mut y[o * h * w..][..h * w];
         for ty in 0..th {
             let base = o * t + off + ty * tw;
             for tx0 in (0..tw).step_by(L) {
                 let n = L.min(tw - tx0);
-                let mut mm = [[0f32; L]; 16];
                 for (pos, row) in mm.iter_mut().enumerate() {
-                    row[..n].copy_from_slice(&m[pos * plane_stride + base + tx0..][..n]);
+                    let at = pos * plane_stride + base + tx0;
+                    if ty * tw + tx0 + L <= th * tw {
+                        let src: &[f32; L] = (&m[at..at + L]).try_into().unwrap();
+                        *row = *src;
+                    } else {
+                        row[..n].copy_from_slice(&m[at..at + n]);
+                    }
                 }
-                let mut out = [[0f32; L]; 4];
                 untransform_lanes(&mm, &mut out);
                 for i in 0..2 {
                     let yy = 2 * ty + i;
