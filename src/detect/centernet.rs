@@ -150,6 +150,18 @@ pub struct CenterNet {
     num_aspects: usize,
 }
 
+/// conv 3×3 (stride 1, padding 1) → BN → ReLU: every context and neck stage.
+fn conv3_bn_relu(c_in: usize, c_out: usize, vb: VarBuilder) -> candle_core::Result<ConvBnAct> {
+    let shape = ConvShape {
+        c_in,
+        c_out,
+        kernel: 3,
+        stride: 1,
+        groups: 1,
+    };
+    ConvBnAct::new(shape, BatchNormConfig::default(), Act::Relu, vb)
+}
+
 /// Nearest-neighbour ×2 upsampling of `[N, C, H, W]`, as a broadcast so that candle's autograd
 /// differentiates it (the gradient sums each 2×2 block).
 pub fn upsample_nearest2(xs: &Tensor) -> candle_core::Result<Tensor> {
@@ -225,33 +237,15 @@ impl CenterNet {
         let backbone = student::build_backbone(&spec.backbone, image_size, vb.pp("backbone"))?;
         let f = backbone.feature_map_channels();
         let context = (0..(coarsest / down).trailing_zeros() as usize)
-            .map(|i| {
-                let shape = ConvShape {
-                    c_in: f,
-                    c_out: f,
-                    kernel: 3,
-                    stride: 1,
-                    groups: 1,
-                };
-                let vb = vb.pp("context").pp(i.to_string());
-                ConvBnAct::new(shape, BatchNormConfig::default(), Act::Relu, vb)
-            })
+            .map(|i| conv3_bn_relu(f, f, vb.pp("context").pp(i.to_string())))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let stages = (down / Self::STRIDE).trailing_zeros() as usize;
         let mut neck = Vec::with_capacity(stages);
         let mut c = backbone.feature_map_channels();
         for i in 0..stages {
-            let shape = ConvShape {
-                c_in: c,
-                c_out: spec.neck_channels,
-                kernel: 3,
-                stride: 1,
-                groups: 1,
-            };
-            neck.push(ConvBnAct::new(
-                shape,
-                BatchNormConfig::default(),
-                Act::Relu,
+            neck.push(conv3_bn_relu(
+                c,
+                spec.neck_channels,
                 vb.pp("neck").pp(i.to_string()),
             )?);
             c = spec.neck_channels;
@@ -517,26 +511,20 @@ pub(crate) mod tests {
     #[test]
     fn bad_sizes_are_input_errors() {
         let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
-        let spec = CenterNetSpec {
+        let spec_of = |arch| CenterNetSpec {
             backbone: StudentSpec {
-                arch: Arch::Resnet18,
+                arch,
                 in_channels: 1,
                 stem: Stem::Small,
             },
             ..CenterNetSpec::default()
         };
+        let spec = spec_of(Arch::Resnet18);
         let e = CenterNet::new(&spec, 60, 2, 0, vb.clone()).err().unwrap();
         assert_eq!(e.exit_code(), 2);
         assert!(e.report().contains("multiple of 16"), "{}", e.report());
         // the small CNN only downsamples 4×, but its context stages pool twice more
-        let cnn = CenterNetSpec {
-            backbone: StudentSpec {
-                arch: Arch::Cnn,
-                in_channels: 1,
-                stem: Stem::Small,
-            },
-            ..CenterNetSpec::default()
-        };
+        let cnn = spec_of(Arch::Cnn);
         let e = CenterNet::new(&cnn, 56, 2, 0, vb.clone()).err().unwrap();
         assert!(e.report().contains("multiple of 16"), "{}", e.report());
         assert!(CenterNet::new(&cnn, 48, 2, 0, vb.clone()).is_ok());
