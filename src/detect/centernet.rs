@@ -31,12 +31,12 @@
 //! `aspect.{0,2}` (object) or `aspect` (image, a linear layer).
 
 use candle_core::{Module, Tensor};
-use candle_nn::{BatchNormConfig, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{self, Result};
 use crate::kernels::Conv2d;
-use crate::student::{self, Act, ConvBnAct, ConvShape, Pass, Student, StudentSpec};
+use crate::student::{self, ConvBnAct, Pass, Student, StudentSpec};
 
 pub use crate::train::config::AspectMode;
 
@@ -150,18 +150,6 @@ pub struct CenterNet {
     num_aspects: usize,
 }
 
-/// conv 3×3 (stride 1, padding 1) → BN → ReLU: every context and neck stage.
-fn conv3_bn_relu(c_in: usize, c_out: usize, vb: VarBuilder) -> candle_core::Result<ConvBnAct> {
-    let shape = ConvShape {
-        c_in,
-        c_out,
-        kernel: 3,
-        stride: 1,
-        groups: 1,
-    };
-    ConvBnAct::new(shape, BatchNormConfig::default(), Act::Relu, vb)
-}
-
 /// Nearest-neighbour ×2 upsampling of `[N, C, H, W]`, as a broadcast so that candle's autograd
 /// differentiates it (the gradient sums each 2×2 block).
 pub fn upsample_nearest2(xs: &Tensor) -> candle_core::Result<Tensor> {
@@ -237,13 +225,13 @@ impl CenterNet {
         let backbone = student::build_backbone(&spec.backbone, image_size, vb.pp("backbone"))?;
         let f = backbone.feature_map_channels();
         let context = (0..(coarsest / down).trailing_zeros() as usize)
-            .map(|i| conv3_bn_relu(f, f, vb.pp("context").pp(i.to_string())))
+            .map(|i| ConvBnAct::conv3_relu(f, f, vb.pp("context").pp(i.to_string())))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let stages = (down / Self::STRIDE).trailing_zeros() as usize;
         let mut neck = Vec::with_capacity(stages);
         let mut c = backbone.feature_map_channels();
         for i in 0..stages {
-            neck.push(conv3_bn_relu(
+            neck.push(ConvBnAct::conv3_relu(
                 c,
                 spec.neck_channels,
                 vb.pp("neck").pp(i.to_string()),

@@ -18,9 +18,9 @@
 //! `features.i.1` (torchvision's `Conv2dNormActivation`).
 
 use candle_core::{Module, Tensor};
-use candle_nn::{BatchNormConfig, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
-use super::{apply_head, Act, ConvBnAct, ConvShape, Pass, Student, Top};
+use super::{apply_head, ConvBnAct, Pass, Student, Top};
 
 const WIDTHS: [usize; 3] = [32, 64, 128];
 const FEATURES: usize = 128;
@@ -52,20 +52,8 @@ impl SmallCnn {
         let mut convs = Vec::with_capacity(WIDTHS.len());
         let mut c_in = in_channels;
         for (i, &c_out) in WIDTHS.iter().enumerate() {
-            let shape = ConvShape {
-                c_in,
-                c_out,
-                kernel: 3,
-                stride: 1,
-                groups: 1,
-            };
             let vb = vb.pp("features").pp(i.to_string());
-            convs.push(ConvBnAct::new(
-                shape,
-                BatchNormConfig::default(),
-                Act::Relu,
-                vb,
-            )?);
+            convs.push(ConvBnAct::conv3_relu(c_in, c_out, vb)?);
             c_in = c_out;
         }
         let side = image_size / 2 / 2;

@@ -557,6 +557,22 @@ impl ConvBnAct {
         Ok(ConvBnAct { conv, bn, act })
     }
 
+    /// conv 3×3 (stride 1, padding 1) → BN → ReLU.
+    pub(crate) fn conv3_relu(
+        c_in: usize,
+        c_out: usize,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
+        let shape = ConvShape {
+            c_in,
+            c_out,
+            kernel: 3,
+            stride: 1,
+            groups: 1,
+        };
+        Self::new(shape, BatchNormConfig::default(), Act::Relu, vb)
+    }
+
     pub(crate) fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         if self.act == Act::Relu {
             return self.bn.forward_relu_t(&self.conv.forward(xs)?, train, true);
