@@ -9,9 +9,9 @@
 //!   im2col + the `gemm` crate for dense and grouped convolutions, a direct kernel for
 //!   depthwise ones; backward computes both gradients in one pass over the batch.
 //! - [`max_pool2d`], [`avg_pool2d`]: any kernel, stride and padding, with backward.
-//! - [`batch_norm_train`] / [`batch_norm_relu_train`] and the [`BatchNorm`] layer from
-//!   [`batch_norm_layer`]: two passes forward, two backward, with the following ReLU fused in
-//!   when asked.
+//! - [`batch_norm_train`] / [`batch_norm_act_train`] and the [`BatchNorm`] layer from
+//!   [`batch_norm_layer`]: two passes forward, two backward, with the following activation
+//!   ([`Act`]: ReLU, ReLU6, SiLU) fused in; in evaluation mode one pass.
 //!
 //! Each takes the fast path for f32 tensors on the CPU and otherwise (CUDA, f16/bf16) falls back
 //! to candle's own ops, so a model built on these functions runs anywhere. Gradients are
@@ -35,6 +35,7 @@ use candle_nn::{BatchNormConfig, Conv2dConfig, VarBuilder};
 
 use buf::{f32_data, is_cpu_f32, with_f32};
 pub use conv::ConvGeom;
+pub use norm::Act;
 use norm::NormGeom;
 pub use pool::PoolGeom;
 
@@ -410,25 +411,16 @@ pub fn batch_norm_train(
     bias: &Tensor,
     eps: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    batch_norm_impl(x, weight, bias, eps, false)
+    batch_norm_act_train(x, weight, bias, eps, Act::None)
 }
 
-/// [`batch_norm_train`] followed by ReLU in the same pass (and the same backward pass).
-pub fn batch_norm_relu_train(
+/// [`batch_norm_train`] followed by `act` in the same pass (and the same backward pass).
+pub fn batch_norm_act_train(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     eps: f64,
-) -> Result<(Tensor, Tensor, Tensor)> {
-    batch_norm_impl(x, weight, bias, eps, true)
-}
-
-fn batch_norm_impl(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: &Tensor,
-    eps: f64,
-    relu: bool,
+    act: Act,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let dims = x.dims();
     if dims.len() < 2 {
@@ -443,13 +435,9 @@ fn batch_norm_impl(
         )
     }
     if !(is_cpu_f32(x) && is_cpu_f32(weight) && is_cpu_f32(bias)) {
-        return batch_norm_fallback(x, weight, bias, eps, relu);
+        return batch_norm_fallback(x, weight, bias, eps, act);
     }
-    let geom = NormGeom {
-        n: dims[0],
-        c,
-        hw: dims[2..].iter().product(),
-    };
+    let geom = norm_geom(dims);
     let x = x.contiguous()?;
     let (mean, var) = with_f32(&x, "batch_norm", |xd| Ok(norm::batch_stats(&geom, xd)))?;
     let invstd: Vec<f32> = var
@@ -466,26 +454,39 @@ fn batch_norm_impl(
             geom,
             mean,
             invstd,
-            relu,
+            act,
         },
     )?;
     Ok((y, mean_t, var_t))
+}
+
+fn norm_geom(dims: &[usize]) -> NormGeom {
+    NormGeom {
+        n: dims[0],
+        c: dims[1],
+        hw: dims[2..].iter().product(),
+    }
+}
+
+fn norm_op_name(act: Act) -> &'static str {
+    match act {
+        Act::None => "makd-batch-norm",
+        Act::Relu => "makd-batch-norm-relu",
+        Act::Relu6 => "makd-batch-norm-relu6",
+        Act::Silu => "makd-batch-norm-silu",
+    }
 }
 
 struct NormOp {
     geom: NormGeom,
     mean: Vec<f32>,
     invstd: Vec<f32>,
-    relu: bool,
+    act: Act,
 }
 
 impl CustomOp3 for NormOp {
     fn name(&self) -> &'static str {
-        if self.relu {
-            "makd-batch-norm-relu"
-        } else {
-            "makd-batch-norm"
-        }
+        norm_op_name(self.act)
     }
 
     fn cpu_fwd(
@@ -501,7 +502,7 @@ impl CustomOp3 for NormOp {
         let gamma = f32_data(gs, gl, self.name())?;
         let beta = f32_data(bs, bl, self.name())?;
         let coef = norm::affine_coefficients(&self.mean, &self.invstd, gamma, beta);
-        let y = norm::apply(&self.geom, x, &coef, self.relu);
+        let y = norm::apply(&self.geom, x, &coef, self.act);
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -526,7 +527,7 @@ impl CustomOp3 for NormOp {
                             &self.mean,
                             &self.invstd,
                             &coef,
-                            self.relu,
+                            self.act,
                         ))
                     })
                 })
@@ -541,13 +542,44 @@ impl CustomOp3 for NormOp {
     }
 }
 
+/// Evaluation-mode batch norm with its activation, `act(x · scale_c + shift_c)`, in one pass.
+/// Forward only: nothing trains through the running statistics.
+struct EvalNormOp {
+    coef: Vec<(f32, f32)>,
+    act: Act,
+}
+
+impl CustomOp1 for EvalNormOp {
+    fn name(&self) -> &'static str {
+        norm_op_name(self.act)
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(xs, xl, self.name())?;
+        let y = norm::apply(&norm_geom(xl.dims()), x, &self.coef, self.act);
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+}
+
+impl Act {
+    /// The activation from candle ops (any device or dtype).
+    pub fn apply(self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Act::None => Ok(xs.clone()),
+            Act::Relu => xs.relu(),
+            Act::Relu6 => xs.clamp(0f32, 6f32),
+            Act::Silu => xs.silu(),
+        }
+    }
+}
+
 /// Batch norm from candle tensor ops (any device or dtype), computed in f32 at least.
 fn batch_norm_fallback(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     eps: f64,
-    relu: bool,
+    act: Act,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let dtype = x.dtype();
     let work = match dtype {
@@ -569,7 +601,7 @@ fn batch_norm_fallback(
     let y = xc
         .broadcast_mul(&scale)?
         .broadcast_add(&bias.to_dtype(work)?.reshape(bshape.as_slice())?)?;
-    let y = if relu { y.relu()? } else { y };
+    let y = act.apply(&y)?;
     Ok((
         y.to_dtype(dtype)?,
         mean.flatten_all()?.detach(),
@@ -641,14 +673,13 @@ impl BatchNorm {
         &self.bias
     }
 
-    /// Batch norm then ReLU when `relu`; in training mode one fused kernel that also updates
-    /// the running statistics, in eval mode the running statistics' affine map.
-    pub fn forward_relu_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+    /// Batch norm then `act`; in training mode one fused kernel that also updates the running
+    /// statistics, in eval mode the running statistics' affine map (fused too on the CPU).
+    pub fn forward_act_t(&self, x: &Tensor, train: bool, act: Act) -> Result<Tensor> {
         if !train {
-            let y = self.forward_eval(x)?;
-            return if relu { y.relu() } else { Ok(y) };
+            return self.forward_eval(x, act);
         }
-        let (y, mean, var) = batch_norm_impl(x, &self.weight, &self.bias, self.eps, relu)?;
+        let (y, mean, var) = batch_norm_act_train(x, &self.weight, &self.bias, self.eps, act)?;
         let m = (x.elem_count() / x.dim(1)?) as f64;
         let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
         let mo = self.momentum;
@@ -661,7 +692,7 @@ impl BatchNorm {
         Ok(y)
     }
 
-    fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward_eval(&self, x: &Tensor, act: Act) -> Result<Tensor> {
         let mut bshape = vec![1; x.rank()];
         bshape[1] = x.dim(1)?;
         let scale = (self.running_var.as_tensor() + self.eps)?
@@ -669,13 +700,24 @@ impl BatchNorm {
             .recip()?
             .mul(&self.weight)?;
         let shift = (&self.bias - self.running_mean.as_tensor().mul(&scale)?)?;
-        x.broadcast_mul(&scale.reshape(bshape.as_slice())?)?
-            .broadcast_add(&shift.reshape(bshape.as_slice())?)
+        let fused = x.rank() >= 2 && is_cpu_f32(x) && is_cpu_f32(&scale) && is_cpu_f32(&shift);
+        if fused {
+            let coef = scale
+                .to_vec1::<f32>()?
+                .into_iter()
+                .zip(shift.to_vec1::<f32>()?)
+                .collect();
+            return x.contiguous()?.apply_op1(EvalNormOp { coef, act });
+        }
+        let y = x
+            .broadcast_mul(&scale.reshape(bshape.as_slice())?)?
+            .broadcast_add(&shift.reshape(bshape.as_slice())?)?;
+        act.apply(&y)
     }
 }
 
 impl ModuleT for BatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.forward_relu_t(x, train, false)
+        self.forward_act_t(x, train, Act::None)
     }
 }

@@ -1,5 +1,5 @@
-//! Batch normalisation over `[N, C, H·W]` in training mode, optionally fused with the ReLU that
-//! follows it, forward and backward.
+//! Batch normalisation over `[N, C, H·W]`, fused with the activation that follows it ([`Act`]):
+//! in training mode forward and backward, in evaluation mode the running statistics' affine map.
 //!
 //! candle-nn's BatchNorm runs about ten tensor passes forward (transpose, contiguous copy, mean,
 //! subtract, square, mean, divide, multiply, add, transpose back) and as many again through
@@ -10,6 +10,97 @@ use rayon::prelude::*;
 
 use super::buf::SyncPtr;
 use super::simd::multiversion;
+
+/// The activation after a batch norm (or none), fused into its passes: ReLU (ResNets, MobileNet
+/// V1, the small CNN), ReLU6 (MobileNet V2) and SiLU (EfficientNet). Unfused, each would be one
+/// more pass over the activations forward, and several through autograd backward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    None,
+    Relu,
+    Relu6,
+    Silu,
+}
+
+impl Act {
+    /// The activation of `z`.
+    #[inline(always)]
+    fn value(self, z: f32) -> f32 {
+        match self {
+            Act::None => z,
+            Act::Relu => relu(z),
+            Act::Relu6 => {
+                let t = relu(z);
+                if t < 6.0 {
+                    t
+                } else {
+                    6.0
+                }
+            }
+            Act::Silu => z / (1.0 + (-z).exp()),
+        }
+    }
+
+    /// `dy · act'(z)`. ReLU6 passes the gradient strictly inside (0, 6), as PyTorch's hardtanh.
+    #[inline(always)]
+    fn grad(self, z: f32, dy: f32) -> f32 {
+        match self {
+            Act::None => dy,
+            Act::Relu => {
+                if z > 0.0 {
+                    dy
+                } else {
+                    0.0
+                }
+            }
+            Act::Relu6 => {
+                if z > 0.0 && z < 6.0 {
+                    dy
+                } else {
+                    0.0
+                }
+            }
+            Act::Silu => {
+                let s = 1.0 / (1.0 + (-z).exp());
+                dy * s * (1.0 + z * (1.0 - s))
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn relu(z: f32) -> f32 {
+    if z > 0.0 {
+        z
+    } else {
+        0.0
+    }
+}
+
+/// Run `body` with `act` as a compile-time choice, so each activation gets its own vectorised
+/// loop instead of a branch per element.
+macro_rules! with_act {
+    ($act:expr, |$a:ident| $body:expr) => {
+        match $act {
+            Act::None => {
+                let $a = Act::None;
+                $body
+            }
+            Act::Relu => {
+                let $a = Act::Relu;
+                $body
+            }
+            Act::Relu6 => {
+                let $a = Act::Relu6;
+                $body
+            }
+            Act::Silu => {
+                let $a = Act::Silu;
+                $body
+            }
+        }
+    };
+}
 
 /// Layout of a batch-norm input: `n` images of `c` planes of `hw` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,7 +167,7 @@ pub(crate) fn batch_stats(g: &NormGeom, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
         .unzip()
 }
 
-/// Per-channel `y = x · scale + shift` (then ReLU if asked) as `(scale, shift)`.
+/// Per-channel `y = x · scale + shift` (before the activation) as `(scale, shift)`.
 pub(crate) fn affine_coefficients(
     mean: &[f32],
     invstd: &[f32],
@@ -92,22 +183,17 @@ pub(crate) fn affine_coefficients(
 }
 
 multiversion! {
-    fn plane_affine(x: &[f32], a: f32, b: f32, relu: bool, y: &mut [f32]) {
-        if relu {
+    fn plane_affine(x: &[f32], a: f32, b: f32, act: Act, y: &mut [f32]) {
+        with_act!(act, |act| {
             for (o, &v) in y.iter_mut().zip(x) {
-                let t = v * a + b;
-                *o = if t > 0.0 { t } else { 0.0 };
+                *o = act.value(v * a + b);
             }
-        } else {
-            for (o, &v) in y.iter_mut().zip(x) {
-                *o = v * a + b;
-            }
-        }
+        })
     }
 }
 
-/// `y = x · scale_c + shift_c`, with ReLU when `relu`.
-pub(crate) fn apply(g: &NormGeom, x: &[f32], coef: &[(f32, f32)], relu: bool) -> Vec<f32> {
+/// `y = act(x · scale_c + shift_c)`.
+pub(crate) fn apply(g: &NormGeom, x: &[f32], coef: &[(f32, f32)], act: Act) -> Vec<f32> {
     let mut y = vec![0f32; x.len()];
     if g.hw == 0 {
         return y;
@@ -117,48 +203,51 @@ pub(crate) fn apply(g: &NormGeom, x: &[f32], coef: &[(f32, f32)], relu: bool) ->
         .enumerate()
         .for_each(|(pl, (yp, xp))| {
             let (a, b) = coef[pl % g.c];
-            plane_affine(xp, a, b, relu, yp);
+            plane_affine(xp, a, b, act, yp);
         });
     y
 }
 
 multiversion! {
-    /// Σ dy' and Σ dy'·(x − mean) over a plane, where dy' is dy masked by the ReLU (if fused):
-    /// the output was positive exactly where `x · a + b > 0`.
-    fn plane_grad_sums(x: &[f32], dy: &[f32], mean: f32, a: f32, b: f32, relu: bool) -> (f64, f64) {
-        let mut s1 = [0f32; 16];
-        let mut s2 = [0f32; 16];
-        let n = x.len() / 16 * 16;
-        for (xc, dc) in x[..n].chunks_exact(16).zip(dy[..n].chunks_exact(16)) {
-            for l in 0..16 {
-                let d = if !relu || xc[l] * a + b > 0.0 { dc[l] } else { 0.0 };
-                s1[l] += d;
-                s2[l] += d * (xc[l] - mean);
+    /// Σ dy' and Σ dy'·(x − mean) over a plane, where dy' = dy · act'(z) is the gradient at the
+    /// batch norm's output `z = x · a + b` (recomputed here rather than stored).
+    fn plane_grad_sums(x: &[f32], dy: &[f32], mean: f32, a: f32, b: f32, act: Act) -> (f64, f64) {
+        with_act!(act, |act| {
+            let mut s1 = [0f32; 16];
+            let mut s2 = [0f32; 16];
+            let n = x.len() / 16 * 16;
+            for (xc, dc) in x[..n].chunks_exact(16).zip(dy[..n].chunks_exact(16)) {
+                for l in 0..16 {
+                    let d = act.grad(xc[l] * a + b, dc[l]);
+                    s1[l] += d;
+                    s2[l] += d * (xc[l] - mean);
+                }
             }
-        }
-        let mut t1: f64 = s1.iter().map(|&v| v as f64).sum();
-        let mut t2: f64 = s2.iter().map(|&v| v as f64).sum();
-        for (&xv, &dv) in x[n..].iter().zip(&dy[n..]) {
-            let d = if !relu || xv * a + b > 0.0 { dv } else { 0.0 };
-            t1 += d as f64;
-            t2 += (d * (xv - mean)) as f64;
-        }
-        (t1, t2)
+            let mut t1: f64 = s1.iter().map(|&v| v as f64).sum();
+            let mut t2: f64 = s2.iter().map(|&v| v as f64).sum();
+            for (&xv, &dv) in x[n..].iter().zip(&dy[n..]) {
+                let d = act.grad(xv * a + b, dv);
+                t1 += d as f64;
+                t2 += (d * (xv - mean)) as f64;
+            }
+            (t1, t2)
+        })
     }
 }
 
 multiversion! {
     /// `dx = a·dy' + k·x + k0`, the batch-norm input gradient with the channel sums folded into
     /// `k` and `k0`.
-    fn plane_input_grad(x: &[f32], dy: &[f32], a: f32, b: f32, k: f32, k0: f32, relu: bool, dx: &mut [f32]) {
-        for ((o, &xv), &dv) in dx.iter_mut().zip(x).zip(dy) {
-            let d = if !relu || xv * a + b > 0.0 { dv } else { 0.0 };
-            *o = a * d + k * xv + k0;
-        }
+    fn plane_input_grad(x: &[f32], dy: &[f32], a: f32, b: f32, k: f32, k0: f32, act: Act, dx: &mut [f32]) {
+        with_act!(act, |act| {
+            for ((o, &xv), &dv) in dx.iter_mut().zip(x).zip(dy) {
+                *o = a * act.grad(xv * a + b, dv) + k * xv + k0;
+            }
+        })
     }
 }
 
-/// Gradients `(dx, dgamma, dbeta)` of `y = (relu)((x − mean) · invstd · gamma + beta)` with
+/// Gradients `(dx, dgamma, dbeta)` of `y = act((x − mean) · invstd · gamma + beta)` with
 /// mean and invstd the batch statistics of `x` (so they depend on `x` too).
 pub(crate) fn backward(
     g: &NormGeom,
@@ -167,7 +256,7 @@ pub(crate) fn backward(
     mean: &[f32],
     invstd: &[f32],
     coef: &[(f32, f32)],
-    relu: bool,
+    act: Act,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let m = g.m().max(1) as f64;
     let mut dx = vec![0f32; x.len()];
@@ -180,7 +269,7 @@ pub(crate) fn backward(
             let (mut sum_dy, mut sum_dy_xc) = (0f64, 0f64);
             for n in 0..g.n {
                 let (s1, s2) =
-                    plane_grad_sums(g.plane(x, n, ch), g.plane(dy, n, ch), mu, a, b, relu);
+                    plane_grad_sums(g.plane(x, n, ch), g.plane(dy, n, ch), mu, a, b, act);
                 sum_dy += s1;
                 sum_dy_xc += s2;
             }
@@ -200,7 +289,7 @@ pub(crate) fn backward(
                     b,
                     k as f32,
                     k0 as f32,
-                    relu,
+                    act,
                     dxp,
                 );
             }

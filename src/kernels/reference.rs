@@ -120,7 +120,7 @@ pub fn avg_pool(x: &T4, k: usize, s: usize, p: usize, count_include_pad: bool) -
 }
 
 /// Training-mode batch norm over (N, H, W) per channel, biased variance, optional ReLU.
-pub fn batch_norm(x: &T4, gamma: &[f64], beta: &[f64], eps: f64, relu: bool) -> T4 {
+pub fn batch_norm(x: &T4, gamma: &[f64], beta: &[f64], eps: f64, act: super::Act) -> T4 {
     let [n, c, h, w] = x.d;
     let m = (n * h * w) as f64;
     let mut y = x.clone();
@@ -132,7 +132,12 @@ pub fn batch_norm(x: &T4, gamma: &[f64], beta: &[f64], eps: f64, relu: bool) -> 
         let var = vals.iter().map(|&i| (x.v[i] - mean).powi(2)).sum::<f64>() / m;
         for &i in &vals {
             let t = (x.v[i] - mean) / (var + eps).sqrt() * gamma[ch] + beta[ch];
-            y.v[i] = if relu { t.max(0.0) } else { t };
+            y.v[i] = match act {
+                super::Act::None => t,
+                super::Act::Relu => t.max(0.0),
+                super::Act::Relu6 => t.clamp(0.0, 6.0),
+                super::Act::Silu => t / (1.0 + (-t).exp()),
+            };
         }
     }
     y

@@ -434,29 +434,34 @@ fn pools_reject_padding_over_half_the_kernel() {
 // ---------------------------------------------------------------------------------------------
 // Batch norm
 
-fn check_batch_norm(dims: [usize; 4], relu: bool, offset: f32, seed: u64) {
+/// `gain` scales gamma, so that ReLU6's upper clip is reached.
+fn check_batch_norm(dims: [usize; 4], act: Act, offset: f32, gain: f32, seed: u64) {
     let eps = 1e-5;
     let c = dims[1];
     let xv: Vec<f32> = uniform(dims.iter().product(), seed)
         .into_iter()
         .map(|v| v + offset)
         .collect();
-    let gv: Vec<f32> = uniform(c, seed + 1).into_iter().map(|v| 1.0 + v).collect();
+    let gv: Vec<f32> = uniform(c, seed + 1)
+        .into_iter()
+        .map(|v| (1.0 + v) * gain)
+        .collect();
     let bv = uniform(c, seed + 2);
     let (x, gamma, beta) = (
         var(xv.clone(), &dims),
         var(gv.clone(), &[c]),
         var(bv.clone(), &[c]),
     );
-    let run = if relu {
-        batch_norm_relu_train
-    } else {
-        batch_norm_train
-    };
-    let (y, mean, varc) = run(x.as_tensor(), gamma.as_tensor(), beta.as_tensor(), eps).unwrap();
+    let (y, mean, varc) =
+        batch_norm_act_train(x.as_tensor(), gamma.as_tensor(), beta.as_tensor(), eps, act).unwrap();
+    if act == Act::None {
+        let (y0, _, _) =
+            batch_norm_train(x.as_tensor(), gamma.as_tensor(), beta.as_tensor(), eps).unwrap();
+        assert_eq!(values(&y0), values(&y));
+    }
     let (x64, g64, b64) = (f64s(&xv), f64s(&gv), f64s(&bv));
-    let what = format!("{dims:?} relu={relu} offset={offset}");
-    let want = refr::batch_norm(&T4::new(dims, x64.clone()), &g64, &b64, eps, relu);
+    let what = format!("{dims:?} {act:?} offset={offset} gain={gain}");
+    let want = refr::batch_norm(&T4::new(dims, x64.clone()), &g64, &b64, eps, act);
     assert_close(&what, &values(&y), &want.v, 1e-4);
     let hw = dims[2] * dims[3];
     let m = (dims[0] * hw) as f64;
@@ -483,7 +488,7 @@ fn check_batch_norm(dims: [usize; 4], relu: bool, offset: f32, seed: u64) {
     let fd_x = fd_grad(
         |v| {
             refr::dot(
-                &refr::batch_norm(&T4::new(dims, v.to_vec()), &g64, &b64, eps, relu).v,
+                &refr::batch_norm(&T4::new(dims, v.to_vec()), &g64, &b64, eps, act).v,
                 &r64,
             )
         },
@@ -493,7 +498,7 @@ fn check_batch_norm(dims: [usize; 4], relu: bool, offset: f32, seed: u64) {
     let fd_g = fd_grad(
         |v| {
             refr::dot(
-                &refr::batch_norm(&T4::new(dims, x64.clone()), v, &b64, eps, relu).v,
+                &refr::batch_norm(&T4::new(dims, x64.clone()), v, &b64, eps, act).v,
                 &r64,
             )
         },
@@ -503,7 +508,7 @@ fn check_batch_norm(dims: [usize; 4], relu: bool, offset: f32, seed: u64) {
     let fd_b = fd_grad(
         |v| {
             refr::dot(
-                &refr::batch_norm(&T4::new(dims, x64.clone()), &g64, v, eps, relu).v,
+                &refr::batch_norm(&T4::new(dims, x64.clone()), &g64, v, eps, act).v,
                 &r64,
             )
         },
@@ -517,14 +522,8 @@ fn check_batch_norm(dims: [usize; 4], relu: bool, offset: f32, seed: u64) {
     // The candle-ops fallback agrees in value and gradients (less closely with a large offset:
     // its f32 mean is summed in f32).
     let ftol = if offset.abs() > 1.0 { 1e-2 } else { 1e-4 };
-    let (yf, _, _) = batch_norm_fallback(
-        x.as_tensor(),
-        gamma.as_tensor(),
-        beta.as_tensor(),
-        eps,
-        relu,
-    )
-    .unwrap();
+    let (yf, _, _) =
+        batch_norm_fallback(x.as_tensor(), gamma.as_tensor(), beta.as_tensor(), eps, act).unwrap();
     assert_close(&format!("{what} fallback"), &values(&yf), &want.v, ftol);
     let gf = grads_of(&yf, &r, &[&x, &gamma, &beta]);
     for (a, b) in grads.iter().zip(&gf) {
@@ -539,11 +538,81 @@ fn check_batch_norm(dims: [usize; 4], relu: bool, offset: f32, seed: u64) {
 
 #[test]
 fn batch_norm_matches_reference_and_finite_differences() {
-    check_batch_norm([3, 5, 4, 7], false, 0.0, 1);
-    check_batch_norm([1, 3, 5, 5], true, 0.0, 2);
-    check_batch_norm([4, 2, 3, 1], true, 0.2, 3);
+    check_batch_norm([3, 5, 4, 7], Act::None, 0.0, 1.0, 1);
+    check_batch_norm([1, 3, 5, 5], Act::Relu, 0.0, 1.0, 2);
+    check_batch_norm([4, 2, 3, 1], Act::Relu, 0.2, 1.0, 3);
     // |mean| ≫ std: the two-pass variance stays accurate where E[x²] − E[x]² would not.
-    check_batch_norm([2, 3, 6, 6], false, 300.0, 4);
+    check_batch_norm([2, 3, 6, 6], Act::None, 300.0, 1.0, 4);
+    check_batch_norm([2, 4, 5, 6], Act::Silu, 0.0, 2.0, 5);
+    check_batch_norm([3, 3, 4, 5], Act::Silu, 0.3, 1.0, 6);
+}
+
+#[test]
+fn batch_norm_relu6_clips_at_both_ends_forward_and_backward() {
+    // gamma ≈ 8–16 puts a good share of the outputs above 6 as well as below 0.
+    check_batch_norm([2, 3, 5, 6], Act::Relu6, 0.0, 8.0, 7);
+    let dims = [2, 3, 5, 6];
+    let x = var(uniform(180, 8), &dims);
+    let gamma = var(vec![8.0; 3], &[3]);
+    let beta = var(vec![1.0; 3], &[3]);
+    let (y, _, _) = batch_norm_act_train(
+        x.as_tensor(),
+        gamma.as_tensor(),
+        beta.as_tensor(),
+        1e-5,
+        Act::Relu6,
+    )
+    .unwrap();
+    let y = values(&y);
+    assert!(y.contains(&6.0) && y.contains(&0.0));
+    assert!(y.iter().any(|&v| v > 0.0 && v < 6.0));
+}
+
+#[test]
+fn eval_batch_norm_fuses_every_activation() {
+    // Eval mode: the running statistics' affine map then the activation, as candle ops compute
+    // it (the fallback path every other device takes).
+    let vm = VarMap::new();
+    let bn = batch_norm_layer(
+        3,
+        BatchNormConfig::default(),
+        VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    for step in 0..3 {
+        let x = Tensor::from_vec(
+            uniform(2 * 3 * 4 * 4, 50 + step),
+            (2, 3, 4, 4),
+            &Device::Cpu,
+        )
+        .unwrap()
+        .affine(6.0, 1.0)
+        .unwrap();
+        bn.forward_t(&x, true).unwrap();
+    }
+    let x = Tensor::from_vec(uniform(2 * 3 * 4 * 4, 60), (2, 3, 4, 4), &Device::Cpu)
+        .unwrap()
+        .affine(12.0, 2.0)
+        .unwrap();
+    let scale = (bn.running_var() + 1e-5)
+        .unwrap()
+        .sqrt()
+        .unwrap()
+        .recip()
+        .unwrap()
+        .mul(bn.weight())
+        .unwrap();
+    let shift = (bn.bias() - bn.running_mean().mul(&scale).unwrap()).unwrap();
+    let affine = x
+        .broadcast_mul(&scale.reshape((1, 3, 1, 1)).unwrap())
+        .unwrap()
+        .broadcast_add(&shift.reshape((1, 3, 1, 1)).unwrap())
+        .unwrap();
+    for act in [Act::None, Act::Relu, Act::Relu6, Act::Silu] {
+        let ours = values(&bn.forward_act_t(&x, false, act).unwrap());
+        let want = f64s(&values(&act.apply(&affine).unwrap()));
+        assert_close(&format!("eval {act:?}"), &ours, &want, 1e-5);
+    }
 }
 
 #[test]

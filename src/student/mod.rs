@@ -32,7 +32,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::kernels::BatchNorm;
-use candle_core::{Module, ModuleT, Tensor};
+use candle_core::{Module, Tensor};
 use candle_nn::{BatchNormConfig, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -432,25 +432,8 @@ pub(crate) fn dropout(xs: &Tensor, p: f32, seed: u64) -> candle_core::Result<Ten
     xs * mask
 }
 
-/// The activation after a conv + BN.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Act {
-    None,
-    Relu,
-    Relu6,
-    Silu,
-}
-
-impl Act {
-    pub(crate) fn apply(self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Act::None => Ok(xs.clone()),
-            Act::Relu => xs.relu(),
-            Act::Relu6 => xs.clamp(0f32, 6f32),
-            Act::Silu => xs.silu(),
-        }
-    }
-}
+/// The activation after a conv + BN, fused into the batch norm's kernel.
+pub(crate) use crate::kernels::Act;
 
 /// Global average pool, torchvision's `AdaptiveAvgPool2d(1)`: `[N, C, H, W]` → `[N, C, 1, 1]`
 /// (kept 4-D because squeeze-excitation multiplies it back onto the feature map).
@@ -574,11 +557,8 @@ impl ConvBnAct {
     }
 
     pub(crate) fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        if self.act == Act::Relu {
-            return self.bn.forward_relu_t(&self.conv.forward(xs)?, train, true);
-        }
-        let ys = self.bn.forward_t(&self.conv.forward(xs)?, train)?;
-        self.act.apply(&ys)
+        self.bn
+            .forward_act_t(&self.conv.forward(xs)?, train, self.act)
     }
 }
 

@@ -8,7 +8,7 @@
 //! stem for 28–64 px images is the CIFAR ResNets' conv 3×3/1 + BN + ReLU and no pool; it keeps
 //! the name `conv1` (its weight is `[64, C, 3, 3]` instead of `[64, C, 7, 7]`).
 
-use crate::kernels::{BatchNorm, Conv2d};
+use crate::kernels::{Act, BatchNorm, Conv2d};
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{Conv2dConfig, Linear, VarBuilder};
 
@@ -121,7 +121,11 @@ impl Block {
         let mut ys = xs.clone();
         let last = self.convs.len() - 1;
         for (i, (c, bn)) in self.convs.iter().enumerate() {
-            ys = bn.forward_relu_t(&c.forward(&ys)?, train, i < last)?;
+            ys = bn.forward_act_t(
+                &c.forward(&ys)?,
+                train,
+                if i < last { Act::Relu } else { Act::None },
+            )?;
         }
         crate::kernels::add_relu(&ys, &Downsample::shortcut(&self.downsample, xs, train)?)
     }
@@ -211,7 +215,7 @@ impl Student for ResNet {
         let train = pass.training();
         let mut xs = self
             .bn1
-            .forward_relu_t(&self.conv1.forward(xs)?, train, true)?;
+            .forward_act_t(&self.conv1.forward(xs)?, train, Act::Relu)?;
         if self.stem == ResolvedStem::Imagenet {
             xs = crate::kernels::max_pool2d(&xs, 3, 2, 1)?;
         }
