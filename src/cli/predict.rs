@@ -61,6 +61,7 @@ pub fn run(args: Args) -> Result<()> {
     let c = info.classes.len();
     let transform = Transform::new(cfg.transform.clone())?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let student = model.inference()?;
     for path in &args.images {
         let img = makd::data::imagefolder::decode_file(path)?;
         let x = transform.apply(&img, false, &mut rng);
@@ -74,8 +75,7 @@ pub fn run(args: Args) -> Result<()> {
             ),
             &dev,
         )?;
-        let row = model
-            .student
+        let row = student
             .forward(&xs, makd::student::Pass::Eval)?
             .squeeze(0)?
             .to_vec1::<f32>()?;

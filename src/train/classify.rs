@@ -18,10 +18,11 @@ use crate::train::loss;
 use crate::train::metrics::topk_correct;
 use crate::train::metrics::{AspectAccumulator, AspectMetrics};
 use crate::train::targets::Targets;
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use candle_core::{Device, D};
-use candle_nn::VarMap;
+use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Classification's fields of a `metrics.jsonl` line.
@@ -236,6 +237,9 @@ pub struct Model {
     pub num_classes: usize,
     pub num_aspects: usize,
     pub device: Device,
+    /// What built `student`, so that [`Model::inference`] can build it again over other tensors.
+    spec: student::StudentSpec,
+    image_size: usize,
 }
 
 impl Model {
@@ -269,7 +273,31 @@ impl Model {
             num_classes,
             num_aspects,
             device: device.clone(),
+            spec: cfg.model.clone(),
+            image_size: cfg.transform.size,
         })
+    }
+
+    /// The student over detached views of the current parameters (same storage, nothing copied).
+    /// Its forward records no gradient graph, so each activation is freed once the next layer has
+    /// read it, as under `torch.no_grad()`; through `student` every activation of a batch stays
+    /// alive until the logits are dropped (gigabytes at batch 256 and 224 px).
+    pub fn inference(&self) -> Result<Box<dyn Student>> {
+        let tensors: HashMap<String, Tensor> = self
+            .varmap
+            .data()
+            .lock()
+            .expect("varmap lock")
+            .iter()
+            .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+            .collect();
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &self.device);
+        student::build(
+            &self.spec,
+            self.image_size,
+            self.num_classes + self.num_aspects,
+            vb,
+        )
     }
 
     /// Trainable parameters by name (BatchNorm running statistics excluded).
@@ -312,10 +340,11 @@ pub fn evaluate(
     let (mut loss_sum, mut top1, mut top5) = (0.0, 0usize, 0usize);
     let mut acc = targets.map(|_| AspectAccumulator::new(q));
     let mut outputs = keep_outputs.then(Vec::new);
+    let student = model.inference()?;
     for batch in iter {
         let batch = batch?;
         let xs = batch.images_tensor(&model.device)?;
-        let logits = model.student.forward(&xs, Pass::Eval)?;
+        let logits = student.forward(&xs, Pass::Eval)?;
         let class_logits = logits.narrow(1, 0, c)?;
         let ys = batch.labels_tensor(&model.device)?;
         loss_sum += loss::cross_entropy(&class_logits, &ys, 0.0)?.to_scalar::<f32>()? as f64
@@ -358,6 +387,7 @@ pub fn features(
 ) -> Result<Vec<Vec<f32>>> {
     let n = ds.len();
     let mut out = Vec::with_capacity(n);
+    let student = model.inference()?;
     for batch in batches(
         ds,
         (0..n).collect(),
@@ -370,7 +400,7 @@ pub fn features(
     ) {
         let batch = batch?;
         let xs = batch.images_tensor(&model.device)?;
-        out.extend(model.student.features(&xs, Pass::Eval)?.to_vec2::<f32>()?);
+        out.extend(student.features(&xs, Pass::Eval)?.to_vec2::<f32>()?);
     }
     Ok(out)
 }
@@ -381,4 +411,38 @@ pub fn split_outputs(row: &[f32], c: usize) -> Result<(Vec<f32>, Vec<f32>)> {
     let probs = candle_nn::ops::softmax(&cls, D::Minus1)?.to_vec1::<f32>()?;
     let aspects = row[c..].iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect();
     Ok((probs, aspects))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::student::{Arch, StudentSpec};
+
+    #[test]
+    fn inference_matches_the_student_and_records_no_gradient_graph() {
+        let mut cfg = TrainConfig {
+            model: StudentSpec {
+                arch: Arch::Cnn,
+                in_channels: 1,
+                stem: Default::default(),
+            },
+            ..Default::default()
+        };
+        cfg.transform.size = 16;
+        let model = Model::build(&cfg, 3, 2, &Device::Cpu).unwrap();
+        let xs = Tensor::randn(0f32, 1.0, (2, 1, 16, 16), &Device::Cpu).unwrap();
+        let tracked = model.student.forward(&xs, Pass::Eval).unwrap();
+        let frozen = model.inference().unwrap().forward(&xs, Pass::Eval).unwrap();
+        assert_eq!(
+            tracked.to_vec2::<f32>().unwrap(),
+            frozen.to_vec2::<f32>().unwrap()
+        );
+        // Through `inference` no op was recorded, so no activation was kept for a backward pass
+        // and no parameter is reached. (Through the student the eval-mode batch norm is in the
+        // graph and refuses a backward pass.)
+        let vars = model.trainable();
+        assert!(tracked.sum_all().unwrap().backward().is_err());
+        let through_inference = frozen.sum_all().unwrap().backward().unwrap();
+        assert!(vars.iter().all(|(_, v)| through_inference.get(v).is_none()));
+    }
 }
