@@ -7,11 +7,16 @@ size on random data, with 2 CPU threads; prints one JSON object with the same ke
 Models match makd's student zoo layer for layer (src/student/):
   cnn           features.{0,1,2} = conv3x3 (no bias) - BN - ReLU with widths 32/64/128, a 2x2
                 max-pool after the first two, global average pool, fc Linear(128, C+Q)
-  resnet18      torchvision's resnet18 with the small-image stem makd uses up to 64 px: conv1 is
-                3x3 stride 1 (no bias) and there is no max-pool (CIFAR style)
-  mobilenet-v2  torchvision's mobilenet_v2 with the first conv at stride 1 (small stem)
+  resnet18/34/50   torchvision's resnets; up to 64 px with the small-image stem makd uses: conv1
+                  3x3 stride 1 (no bias) and no max-pool (CIFAR style); above 64 px unchanged
+  mobilenet-v1    Howard et al. Table 1 as makd builds it (torchvision has none): 3x3/2 conv to 32,
+                  13 depthwise-separable blocks (dw3x3-BN-ReLU, pw1x1-BN-ReLU), avg pool, fc
+  mobilenet-v2    torchvision's mobilenet_v2
+  efficientnet-b0 torchvision's efficientnet_b0 (its stochastic depth included: PyTorch's default)
+The MobileNets and EfficientNet get the small stem (first conv at stride 1) up to 64 px, as in makd.
 Loss: CE(class logits) + 4 * BCE-with-logits(aspect logits, soft targets), both means.
 Optimizer: SGD lr 0.01, momentum 0.9, weight decay 1e-4 (makd's defaults).
+--eval times inference instead: model.eval() under torch.no_grad(), forward only.
 """
 
 import argparse
@@ -53,28 +58,68 @@ class SmallCnn(nn.Module):
         return self.fc(x)
 
 
+V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [
+    (1024, 2),
+    (1024, 1),
+]
+
+
+def conv_bn_relu(c_in, c_out, k, stride, groups):
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class MobileNetV1(nn.Module):
+    def __init__(self, in_channels: int, num_outputs: int, stem_stride: int):
+        super().__init__()
+        layers = [conv_bn_relu(in_channels, 32, 3, stem_stride, 1)]
+        c = 32
+        for c_out, stride in V1_BLOCKS:
+            layers.append(
+                nn.Sequential(conv_bn_relu(c, c, 3, stride, c), conv_bn_relu(c, c_out, 1, 1, 1))
+            )
+            c = c_out
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(c, num_outputs)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+
+
+def first_conv(in_channels, old, small):
+    return nn.Conv2d(in_channels, old.out_channels, 3, 1 if small else 2, 1, bias=False)
+
+
 def build(model: str, in_channels: int, num_outputs: int, size: int) -> nn.Module:
     import torchvision
 
     small = size <= 64  # makd's Stem::Auto
     if model == "cnn":
         return SmallCnn(in_channels, num_outputs)
-    if model == "resnet18":
-        m = torchvision.models.resnet18(num_classes=num_outputs)
+    if model in ("resnet18", "resnet34", "resnet50"):
+        m = getattr(torchvision.models, model)(num_classes=num_outputs)
         if small:
             m.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
             m.maxpool = nn.Identity()
         elif in_channels != 3:
             m.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
         return m
-    if model == "mobilenet-v2":
-        m = torchvision.models.mobilenet_v2(num_classes=num_outputs)
-        first = m.features[0][0]
-        m.features[0][0] = nn.Conv2d(
-            in_channels, first.out_channels, 3, 1 if small else 2, 1, bias=False
-        )
+    if model == "mobilenet-v1":
+        return MobileNetV1(in_channels, num_outputs, 1 if small else 2)
+    if model in ("mobilenet-v2", "efficientnet-b0"):
+        make = {"mobilenet-v2": torchvision.models.mobilenet_v2,
+                "efficientnet-b0": torchvision.models.efficientnet_b0}[model]
+        m = make(num_classes=num_outputs)
+        if small or in_channels != 3:
+            m.features[0][0] = first_conv(in_channels, m.features[0][0], small)
         return m
-    raise SystemExit(f"unknown model {model}; use cnn, resnet18 or mobilenet-v2")
+    raise SystemExit(
+        f"unknown model {model}; use cnn, resnet18, resnet34, resnet50, mobilenet-v1, "
+        "mobilenet-v2 or efficientnet-b0"
+    )
 
 
 def main():
@@ -88,6 +133,7 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--eval", action="store_true", help="time inference: eval mode, no_grad")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
 
@@ -100,7 +146,14 @@ def main():
     ys = torch.arange(a.batch) % a.classes
     targets = torch.rand(a.batch, a.aspects)
 
-    def step():
+    if a.eval:
+        model.eval()
+
+    def infer():
+        with torch.no_grad():
+            return model(xs).sum().item()
+
+    def train_step():
         logits = model(xs)
         total = F.cross_entropy(logits[:, : a.classes], ys)
         if a.aspects > 0:
@@ -112,6 +165,7 @@ def main():
         opt.step()
         return total.item()
 
+    step = infer if a.eval else train_step
     for _ in range(a.warmup):
         step()
     times = []
@@ -124,6 +178,7 @@ def main():
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {
         "impl": "pytorch",
+        "mode": "eval" if a.eval else "train",
         "torch": torch.__version__,
         "model": a.model,
         "batch": a.batch,
@@ -142,7 +197,7 @@ def main():
         print(json.dumps(out))
     else:
         print(
-            f"{a.model} batch {a.batch} {a.size}px: {median * 1e3:.1f} ms/step, "
+            f"{a.model} {'eval' if a.eval else 'train'} batch {a.batch} {a.size}px: {median * 1e3:.1f} ms/step, "
             f"{a.batch / median:.1f} images/s (median of {a.steps}), peak RSS {rss:.0f} MB"
         )
 

@@ -4,10 +4,14 @@
 #   bench/train_ratio.sh            # every row below
 #   ROUNDS=3 bench/train_ratio.sh   # best of 3 interleaved runs per side (for a shared machine)
 #   ONLY=resnet18 bench/train_ratio.sh  # rows whose model contains ONLY
+#   THREADS="1 2" bench/train_ratio.sh  # every row at 1 and at 2 threads (thread scaling)
+#   EVAL=1 bench/train_ratio.sh         # also inference rows: batch 256, eval mode, no gradients
 #
 # Needs target/release/makd (cargo build --release) and a Python with torch + torchvision
-# (TORCH_PYTHON, default python3). Both sides: 2 threads, random data, CE + 4·BCE over 50
+# (TORCH_PYTHON, default python3). Both sides: the same threads, random data, CE + 4·BCE over 50
 # aspects, SGD momentum 0.9, weight decay 1e-4; figures are the median ms/step after warm-up.
+# Rows up to 64 px use the small stem on both sides; 224 px rows the ImageNet stems (the paper's
+# input size and batch 16). Inference rows: forward only at batch 256, model.eval() + no_grad.
 # PyTorch runs with OMP_WAIT_POLICY=PASSIVE unless the caller sets it: with active spinning its
 # OpenMP threads collapse (3–4× slower) as soon as anything else runs on the two cores.
 set -euo pipefail
@@ -17,6 +21,8 @@ MAKD=${MAKD:-target/release/makd}
 PY=${TORCH_PYTHON:-python3}
 ROUNDS=${ROUNDS:-1}
 STEPS=${STEPS:-10}
+THREADS=${THREADS:-2}
+EVAL=${EVAL:-0}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 export CANDLE_NUM_THREADS=${CANDLE_NUM_THREADS:-1}
 
@@ -25,8 +31,15 @@ ROWS=(
   "cnn 28 64 1"
   "resnet18 32 32 3"
   "resnet18 64 32 3"
+  "resnet18 224 16 3"
+  "resnet34 224 16 3"
+  "resnet50 224 16 3"
+  "mobilenet-v1 224 16 3"
   "mobilenet-v2 64 32 3"
+  "mobilenet-v2 224 16 3"
+  "efficientnet-b0 224 16 3"
 )
+EVAL_BATCH=256
 
 [ -x "$MAKD" ] || { echo "error: $MAKD not found; hint: cargo build --release" >&2; exit 2; }
 "$PY" -c "import torch, torchvision" 2>/dev/null || {
@@ -47,16 +60,24 @@ print(json.dumps(max(rows, key=lambda r: r["images_per_s"])) if rows else "")')
   printf '%s' "$best"
 }
 
+modes=(train)
+[ "$EVAL" = 1 ] && modes+=(eval)
 results=()
-for row in "${ROWS[@]}"; do
-  read -r model size batch ch <<<"$row"
-  [[ "$model" == *"${ONLY:-}"* ]] || continue
-  echo "running $model ${size}px batch $batch ..." >&2
-  m=$(best_of "$MAKD" bench train --model "$model" --size "$size" --batch "$batch" \
-        --channels "$ch" --steps "$STEPS" --json)
-  t=$(best_of "$PY" bench/torch_train.py --model "$model" --size "$size" --batch "$batch" \
-        --channels "$ch" --steps "$STEPS" --json)
-  results+=("$model|$size|$batch|$m|$t")
+for threads in $THREADS; do
+  for mode in "${modes[@]}"; do
+    for row in "${ROWS[@]}"; do
+      read -r model size batch ch <<<"$row"
+      [[ "$model" == *"${ONLY:-}"* ]] || continue
+      flag=()
+      if [ "$mode" = eval ]; then flag=(--eval); batch=$EVAL_BATCH; fi
+      echo "running $model ${size}px batch $batch $mode, $threads threads ..." >&2
+      m=$(best_of "$MAKD" bench train --model "$model" --size "$size" --batch "$batch" \
+            --channels "$ch" --steps "$STEPS" --threads "$threads" "${flag[@]}" --json)
+      t=$(best_of "$PY" bench/torch_train.py --model "$model" --size "$size" --batch "$batch" \
+            --channels "$ch" --steps "$STEPS" --threads "$threads" "${flag[@]}" --json)
+      results+=("$model|$size|$batch|$mode|$threads|$m|$t")
+    done
+  done
 done
 
 table=$(mktemp)
@@ -71,13 +92,13 @@ def fmt(r, key, spec):
 def ratio(m, t, key):
     return f"{m[key] / t[key]:.2f}x" if m and t else "n/a"
 
-print(f"{'model':<14}{'px':>4}{'batch':>6} | {'makd img/s':>10}{'torch img/s':>12}{'ratio':>7}"
-      f" | {'makd MB':>8}{'torch MB':>9}{'ratio':>7}")
+print(f"{'model':<16}{'px':>4}{'batch':>6}{'mode':>6}{'thr':>4} | {'makd img/s':>10}"
+      f"{'torch img/s':>12}{'ratio':>7} | {'makd MB':>8}{'torch MB':>9}{'ratio':>7}")
 for line in open(sys.argv[1]):
-    model, size, batch, m, t = line.rstrip("\n").split("|", 4)
+    model, size, batch, mode, threads, m, t = line.rstrip("\n").split("|", 6)
     m = json.loads(m) if m else None
     t = json.loads(t) if t else None
-    print(f"{model:<14}{size:>4}{batch:>6} | {fmt(m, 'images_per_s', '.1f'):>10}"
+    print(f"{model:<16}{size:>4}{batch:>6}{mode:>6}{threads:>4} | {fmt(m, 'images_per_s', '.1f'):>10}"
           f"{fmt(t, 'images_per_s', '.1f'):>12}{ratio(m, t, 'images_per_s'):>7} | "
           f"{fmt(m, 'peak_rss_mb', '.0f'):>8}{fmt(t, 'peak_rss_mb', '.0f'):>9}"
           f"{ratio(m, t, 'peak_rss_mb'):>7}")

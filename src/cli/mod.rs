@@ -55,7 +55,7 @@ pub fn wants_one_candle_thread() -> bool {
     matches!(
         first.as_str(),
         "train" | "eval" | "predict" | "experiment" | "demo"
-    ) || (first == "bench" && second == "train")
+    ) || (first == "bench" && matches!(second.as_str(), "train" | "loader"))
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {

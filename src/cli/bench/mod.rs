@@ -3,6 +3,7 @@
 use clap::Subcommand;
 
 mod label;
+mod loader;
 mod native;
 mod resume;
 mod train;
@@ -21,6 +22,9 @@ enum What {
     Label(label::Args),
     /// Native Qwen3-VL labeling: image prefix shared by all questions vs one full prompt each.
     Native(native::Args),
+    /// Loader wait at the paper's input size: trains on a synthetic JPEG ImageFolder, prints the
+    /// share of step time spent waiting for batches.
+    Loader(loader::Args),
     /// Resuming a score store from a synthetic append log (ImageNet scale by default).
     Resume(resume::Args),
 }
@@ -30,6 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         What::Train(a) => train::run(a),
         What::Label(a) => label::run(a),
         What::Resume(a) => resume::run(a),
+        What::Loader(a) => loader::run(a),
         What::Native(a) => native::run(a),
     }
 }

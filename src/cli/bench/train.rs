@@ -1,5 +1,6 @@
 //! `makd bench train`: training throughput of one student on random data — the same step as
-//! `makd train` (forward, CE + α·BCE, backward, SGD with momentum), timed after a warm-up.
+//! `makd train` (forward, CE + α·BCE, backward, SGD with momentum), timed after a warm-up; with
+//! `--eval`, the forward `makd eval` runs (evaluation mode, no gradient graph).
 //! `bench/train_ratio.sh` runs this and the PyTorch reference (`bench/torch_train.py`) and prints the ratio.
 
 use anyhow::Result;
@@ -35,12 +36,32 @@ pub struct Args {
     steps: usize,
     #[arg(long, default_value_t = 2)]
     warmup: usize,
+    /// Time inference instead of training: the forward pass `makd eval` runs (BatchNorm running
+    /// statistics, no dropout, no gradient graph), as PyTorch's `model.eval()` under `torch.no_grad()`.
+    #[arg(long)]
+    eval: bool,
+    /// Threads for makd's kernels (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if let Some(n) = a.threads {
+        if n == 0 {
+            return Err(makd::error::input(
+                "--threads 0",
+                "makd bench train",
+                "pass at least 1 thread",
+            )
+            .into());
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()?;
+    }
     let mut cfg = TrainConfig {
         model: StudentSpec {
             arch: a.model,
@@ -64,7 +85,19 @@ pub fn run(a: Args) -> Result<()> {
     )?;
     let targets = Tensor::rand(0f32, 1.0, (a.batch, a.aspects), &dev)?;
     let mask = Tensor::ones((a.batch, a.aspects), DType::F32, &dev)?;
+    let inference = if a.eval {
+        Some(model.inference()?)
+    } else {
+        None
+    };
     let step = |opt: &mut Optimizer| -> Result<()> {
+        if let Some(student) = &inference {
+            student
+                .forward(&xs, Pass::Eval)?
+                .sum_all()?
+                .to_scalar::<f32>()?;
+            return Ok(());
+        }
         let logits = model.student.forward(&xs, Pass::Train { seed: 0 })?;
         let mut total = loss::cross_entropy(&logits.narrow(1, 0, a.classes)?, &ys, 0.0)?;
         if a.aspects > 0 {
@@ -92,23 +125,22 @@ pub fn run(a: Args) -> Result<()> {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let ips = a.batch as f64 / median;
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let threads = rayon::current_num_threads();
     let rss = makd::bench::peak::peak_rss_mb();
     if a.json {
         println!(
             "{}",
             serde_json::json!({
-                "impl": "makd", "model": a.model.to_string(), "batch": a.batch, "size": a.size, "channels": a.channels,
+                "impl": "makd", "mode": if a.eval { "eval" } else { "train" }, "model": a.model.to_string(), "batch": a.batch, "size": a.size, "channels": a.channels,
                 "classes": a.classes, "aspects": a.aspects, "steps": a.steps, "threads": threads,
                 "ms_per_step": median * 1e3, "images_per_s": ips, "peak_rss_mb": rss, "params": model.param_count(),
             })
         );
     } else {
         println!(
-            "{} batch {} {}px: {:.1} ms/step, {:.1} images/s (median of {}), peak RSS {:.0} MB",
+            "{} {} batch {} {}px: {:.1} ms/step, {:.1} images/s (median of {}), peak RSS {:.0} MB",
             a.model,
+            if a.eval { "eval" } else { "train" },
             a.batch,
             a.size,
             median * 1e3,
