@@ -1,4 +1,5 @@
-//! The `native` backend: a Qwen3-VL folder (Hugging Face layout) run in-process.
+//! The `native` backend: a Qwen3-VL folder (Hugging Face layout) run in-process; [`build`]
+//! detects the family and hands InternVL folders to [`super::internvl_teacher`].
 //!
 //! `makd label --backend native --model-dir DIR` reads `config.json`, `tokenizer.json`,
 //! `preprocessor_config.json` and `*.safetensors` from DIR. Each image is preprocessed as the
@@ -20,7 +21,7 @@ use super::tokenizer::Tokenizer;
 use super::vl_image::VisionPreprocess;
 use super::{answer_tokens, score_row};
 use crate::aspects::Question;
-use crate::error::{input, Result};
+use crate::error::{input, IoContext, Result};
 use crate::teacher::yesno::{check_variants, default_variants};
 use crate::teacher::{Mode, Score, Subject, Teacher, TeacherInfo, ANSWER_CUE};
 use candle_core::{DType, Device, IndexOp};
@@ -77,8 +78,63 @@ pub struct Prompt {
     pub image: Option<(Vec<f32>, [usize; 3])>,
 }
 
+/// The model families `--backend native` runs, told apart by the folder's `config.json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Qwen3Vl,
+    InternVl(super::internvl::Layout),
+}
+
+const FAMILIES_HINT: &str = "--model-dir must be a Hugging Face folder of Qwen3-VL \
+     (Qwen3VLForConditionalGeneration) or InternVL (InternVLChatModel as OpenGVLab ships it, or \
+     InternVLForConditionalGeneration, the -hf layout): config.json, tokenizer.json, \
+     *.safetensors; see the README";
+
+/// Which family a model folder holds: `architectures` (then `model_type`) of its `config.json`.
+pub fn detect(dir: &std::path::Path) -> Result<Family> {
+    let at = dir.display().to_string();
+    for name in ["tokenizer.json", "config.json"] {
+        if !dir.join(name).is_file() {
+            return Err(input(format!("{name} is missing"), &at, FAMILIES_HINT));
+        }
+    }
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).at(&path)?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        input(
+            format!("not valid JSON: {e}"),
+            path.display().to_string(),
+            "expected a Hugging Face config.json",
+        )
+    })?;
+    if let Some(layout) = super::internvl::Layout::from_config(&v) {
+        return Ok(Family::InternVl(layout));
+    }
+    let archs = &v["architectures"];
+    let is_qwen3 = archs
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x == "Qwen3VLForConditionalGeneration"))
+        || v["model_type"] == "qwen3_vl";
+    if is_qwen3 {
+        return Ok(Family::Qwen3Vl);
+    }
+    Err(input(
+        format!(
+            "config.json describes architectures {archs}, model_type {}: not a family the native \
+             backend runs",
+            v["model_type"]
+        ),
+        path.display().to_string(),
+        FAMILIES_HINT,
+    ))
+}
+
+/// Load the folder's model, whichever supported family it holds.
 pub fn build(opts: &VlOptions) -> Result<Box<dyn Teacher>> {
-    Ok(Box::new(VlTeacher::load(opts)?))
+    Ok(match detect(&opts.model_dir)? {
+        Family::Qwen3Vl => Box::new(VlTeacher::load(opts)?),
+        Family::InternVl(_) => Box::new(super::internvl_teacher::InternVlTeacher::load(opts)?),
+    })
 }
 
 impl VlTeacher {
