@@ -542,7 +542,9 @@ impl TilePreprocess {
             tile: h,
             min_num: n("min_patches", 1)?,
             max_num: n("max_patches", 12)?,
-            dynamic: v["crop_to_patches"].as_bool().unwrap_or(true),
+            // `InternVLProcessor` passes `crop_to_patches=True` on every call, whatever the
+            // file says (the -hf files ship `false`, the image processor's own default).
+            dynamic: true,
             use_thumbnail: true,
             mean: triple("image_mean")?,
             std: triple("image_std")?,
@@ -793,8 +795,8 @@ impl InternVl {
                     }
                     Layout::Hf => {
                         "config.json names InternVLForConditionalGeneration, so the weights \
-                         must use its names (model.vision_tower.*, model.multi_modal_projector.*, \
-                         model.language_model.*)"
+                         must use its names (vision_tower.*, multi_modal_projector.*, \
+                         language_model.model.*)"
                     }
                 },
             )
@@ -819,11 +821,31 @@ impl InternVl {
         let (vh, k) = (c.hidden_size, 3 * c.patch_size * c.patch_size);
         let n = c.grid() * c.grid();
         let orig = cfg.layout == Layout::Original;
-        let vv = if orig {
-            vb.pp("vision_model")
-        } else {
-            vb.pp("model.vision_tower")
+        // transformers 5 saves `-hf` checkpoints under the hub's names (`vision_tower.*`,
+        // `language_model.model.*`); its in-memory names put `model.` in front (and the head at
+        // `lm_head`): either is read.
+        let hub = vb.contains_tensor("vision_tower.embeddings.cls_token");
+        let (vision, projector, text, head) = match (orig, hub) {
+            (true, _) => (
+                "vision_model",
+                "mlp1",
+                "language_model.model",
+                "language_model.lm_head",
+            ),
+            (false, true) => (
+                "vision_tower",
+                "multi_modal_projector",
+                "language_model.model",
+                "language_model.lm_head",
+            ),
+            (false, false) => (
+                "model.vision_tower",
+                "model.multi_modal_projector",
+                "model.language_model",
+                "lm_head",
+            ),
         };
+        let vv = vb.pp(vision);
         let emb = vv.pp("embeddings");
         let (patch, cls_name, pos_name) = if orig {
             ("patch_embedding", "class_embedding", "position_embedding")
@@ -890,26 +912,21 @@ impl InternVl {
         let h = cfg.hidden_size;
         let wide = 4 * vh;
         // nn.LayerNorm's default ε: neither layout's projector sets one.
+        let m = vb.pp(projector);
         let (proj_norm, proj1, proj2) = if orig {
-            let m = vb.pp("mlp1");
             (
                 layer_norm_eps(&m.pp("0"), wide, 1e-5)?,
                 linear(&m.pp("1"), wide, h, true)?,
                 linear(&m.pp("3"), h, h, true)?,
             )
         } else {
-            let m = vb.pp("model.multi_modal_projector");
             (
                 layer_norm_eps(&m.pp("layer_norm"), wide, 1e-5)?,
                 linear(&m.pp("linear_1"), wide, h, true)?,
                 linear(&m.pp("linear_2"), h, h, true)?,
             )
         };
-        let tv = if orig {
-            vb.pp("language_model.model")
-        } else {
-            vb.pp("model.language_model")
-        };
+        let tv = vb.pp(text);
         let (q, kv) = (
             cfg.num_attention_heads * cfg.head_dim,
             cfg.num_key_value_heads * cfg.head_dim,
@@ -933,11 +950,8 @@ impl InternVl {
         let norm = rms_norm(&tv.pp("norm"), h, cfg.rms_norm_eps)?;
         let lm_head = if cfg.tie_word_embeddings {
             embed.clone()
-        } else if orig {
-            vb.pp("language_model.lm_head")
-                .get((cfg.vocab_size, h), "weight")?
         } else {
-            vb.pp("lm_head").get((cfg.vocab_size, h), "weight")?
+            vb.pp(head).get((cfg.vocab_size, h), "weight")?
         };
         Ok(InternVl {
             cfg,
