@@ -443,3 +443,38 @@ fn label_command_writes_the_reference_answers() {
         "{err}"
     );
 }
+
+/// `makd bench native --family internvl` runs the InternVL path: its tiles and 256 tokens per
+/// tile, and the shared path agreeing with full prompts.
+#[test]
+fn bench_native_runs_internvl() {
+    for (image, tiles) in [("448x448", 1), ("896x448", 3)] {
+        let out = ok(makd().args([
+            "bench",
+            "native",
+            "--family",
+            "internvl",
+            "--shape",
+            "tiny",
+            "--questions",
+            "4",
+            "--unshared",
+            "2",
+            "--image",
+            image,
+            "--json",
+        ]));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["family"], "internvl");
+        assert_eq!(v["tiles"], tiles, "{image}");
+        assert_eq!(v["image_tokens"], 256 * tiles, "{image}");
+        assert_eq!(v["questions"], 4);
+        let d = v["max_abs_logprob_diff_shared_vs_unshared"]
+            .as_f64()
+            .unwrap();
+        assert!(d < 1e-4, "{image}: shared vs unshared {d}");
+        assert!(v["shared"]["pairs_per_s"].as_f64().unwrap() > 0.0);
+    }
+    let err = user_error(makd().args(["bench", "native", "--family", "internvl", "--shape", "2b"]));
+    assert!(err.contains("Qwen3-VL-2B"), "{err}");
+}
