@@ -478,3 +478,37 @@ fn bench_native_runs_internvl() {
     let err = user_error(makd().args(["bench", "native", "--family", "internvl", "--shape", "2b"]));
     assert!(err.contains("Qwen3-VL-2B"), "{err}");
 }
+
+/// Class mode (no image): the system message and the class sentence join the shared prefix;
+/// sharing changes nothing.
+#[test]
+fn class_mode_shares_the_class_sentence() {
+    let r = reference();
+    let t = InternVlTeacher::load(&VlOptions {
+        model_dir: fixture().join("original"),
+        mode: makd::teacher::Mode::Class,
+        ..Default::default()
+    })
+    .unwrap();
+    let qs = r.questions();
+    let qs: Vec<&str> = qs.iter().map(String::as_str).collect();
+    let full = t
+        .question_logprobs(Subject::Class("coat"), &qs, false)
+        .unwrap();
+    let shared = t
+        .question_logprobs(Subject::Class("coat"), &qs, true)
+        .unwrap();
+    for j in 0..qs.len() {
+        let d = max_diff(&full[j], &shared[j]);
+        assert!(d < 1e-4, "question {j}: shared vs unshared max |Δ| {d}");
+    }
+    let text = t.prompt_text("coat", qs[0], 0);
+    let sys = r.json["default_system"].as_str().unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "<|im_start|>system\n{sys}<|im_end|>\n<|im_start|>user\nConsider a typical image of a coat. Does"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("<img>"));
+}

@@ -95,7 +95,14 @@ pub fn detect(dir: &std::path::Path) -> Result<Family> {
     let at = dir.display().to_string();
     for name in ["tokenizer.json", "config.json"] {
         if !dir.join(name).is_file() {
-            return Err(input(format!("{name} is missing"), &at, FAMILIES_HINT));
+            // Some checkpoints ship only the slow tokenizer's files.
+            let hint = if name == "tokenizer.json" && dir.join("vocab.json").is_file() {
+                "the folder has vocab.json but no tokenizer.json: write one with transformers, \
+                 AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)"
+            } else {
+                FAMILIES_HINT
+            };
+            return Err(input(format!("{name} is missing"), &at, hint));
         }
     }
     let path = dir.join("config.json");
