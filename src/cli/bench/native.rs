@@ -161,13 +161,7 @@ pub fn run(a: Args) -> Result<()> {
             ..Default::default()
         },
     )?;
-    let aspects: serde_json::Value = serde_json::from_str(ASPECTS)?;
-    let all: Vec<String> = aspects["questions"]
-        .as_array()
-        .context("aspects.json has no questions")?
-        .iter()
-        .filter_map(|q| q["text"].as_str().map(str::to_string))
-        .collect();
+    let all = aspect_questions()?;
     let qs: Vec<&str> = (0..a.questions)
         .map(|i| all[i % all.len()].as_str())
         .collect();
@@ -303,6 +297,17 @@ const INTERNVL_TOKENIZER: &str = include_str!("../../../tests/fixtures/internvl/
 const INTERNVL_TEMPLATE: &str =
     include_str!("../../../tests/fixtures/internvl/hf/chat_template.jinja");
 
+/// The questions of the shipped aspect set, in order.
+fn aspect_questions() -> Result<Vec<String>> {
+    let aspects: serde_json::Value = serde_json::from_str(ASPECTS)?;
+    Ok(aspects["questions"]
+        .as_array()
+        .context("aspects.json has no questions")?
+        .iter()
+        .filter_map(|q| q["text"].as_str().map(str::to_string))
+        .collect())
+}
+
 fn random_image(w: u32, h: u32) -> RawImage {
     let mut state = 0x9E3779B97F4A7C15u64;
     let pixels: Vec<u8> = (0..w as usize * h as usize * 3)
@@ -382,13 +387,7 @@ fn run_internvl(a: Args) -> Result<()> {
             ..Default::default()
         },
     )?;
-    let aspects: serde_json::Value = serde_json::from_str(ASPECTS)?;
-    let all: Vec<String> = aspects["questions"]
-        .as_array()
-        .context("aspects.json has no questions")?
-        .iter()
-        .filter_map(|q| q["text"].as_str().map(str::to_string))
-        .collect();
+    let all = aspect_questions()?;
     let qs: Vec<&str> = (0..a.questions)
         .map(|i| all[i % all.len()].as_str())
         .collect();

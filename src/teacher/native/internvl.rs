@@ -29,8 +29,8 @@
 //!   question's remainder packed end to end against them.
 
 use super::qwen3_vl::{
-    apply, attend, attend_packed, full_attention, image_span, linear, rms_norm, splice,
-    RandomWeights,
+    apply, attend, attend_packed, full_attention, image_span, linear, rms_norm, safetensors_files,
+    splice, RandomWeights,
 };
 use super::vl_image::{level_tables, resize_bicubic_u8};
 use crate::data::RawImage;
@@ -768,19 +768,7 @@ impl InternVl {
     /// Load `config.json` and every `*.safetensors` of an InternVL folder (either layout).
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<InternVl> {
         let cfg = InternVlConfig::from_file(&dir.join("config.json"))?;
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .at(dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(input(
-                "no *.safetensors weights",
-                dir.display().to_string(),
-                "the folder must hold the model's weights (model.safetensors or shards)",
-            ));
-        }
+        let files = safetensors_files(dir)?;
         // SAFETY: read-only memory maps, as for Qwen3-VL.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device)? };
         let layout = cfg.layout;

@@ -15,13 +15,13 @@
 
 use super::internvl::{shipped_template, template_system, InternVl, Layout, TilePreprocess};
 use super::tokenizer::Tokenizer;
-use super::vl::{default_template, shared_prefix_len, VlOptions};
+use super::vl::{default_template, prompt_logprobs, VlOptions};
 use super::{answer_tokens, score_row};
 use crate::aspects::Question;
 use crate::error::{input, IoContext, Result};
 use crate::teacher::yesno::check_variants;
 use crate::teacher::{Mode, Score, Subject, Teacher, TeacherInfo, ANSWER_CUE};
-use candle_core::{Device, IndexOp};
+use candle_core::Device;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -235,34 +235,15 @@ impl InternVlTeacher {
             Some((px, tiles, _)) => Some(self.model.encode_image(px, *tiles)?),
             None => None,
         };
-        let it = self.image_token_id;
-        let mut out = Vec::with_capacity(prompts.len());
-        if !shared {
-            for ids in &prompts {
-                let p = self.model.prefill(ids, vision.as_ref(), it)?;
-                out.push(p.last_logprobs.to_vec1::<f32>()?);
-            }
-            return Ok(out);
-        }
-        let p = shared_prefix_len(&prompts);
-        if let Some(span_end) = prompts[0].iter().rposition(|&t| t == it) {
-            if p <= span_end {
-                return Err(input(
-                    "the prompts differ before the end of the image",
-                    "native teacher",
-                    "put {question} after the image in the prompt template",
-                ));
-            }
-        }
-        let prefix = self.model.prefill(&prompts[0][..p], vision.as_ref(), it)?;
-        for chunk in prompts.chunks(self.opts.batch.max(1)) {
-            let suffixes: Vec<Vec<u32>> = chunk.iter().map(|ids| ids[p..].to_vec()).collect();
-            let lp = self.model.suffix_logprobs(&prefix, &suffixes)?;
-            for i in 0..suffixes.len() {
-                out.push(lp.i(i)?.to_vec1::<f32>()?);
-            }
-        }
-        Ok(out)
+        let (m, it) = (&self.model, self.image_token_id);
+        prompt_logprobs(
+            &prompts,
+            it,
+            shared.then_some(self.opts.batch),
+            |ids| m.prefill(ids, vision.as_ref(), it),
+            |p| &p.last_logprobs,
+            |p, sufs| m.suffix_logprobs(p, sufs),
+        )
     }
 
     /// Score rows of log-probabilities.

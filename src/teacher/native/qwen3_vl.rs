@@ -369,6 +369,24 @@ impl Qwen3VlConfig {
     }
 }
 
+/// Every `*.safetensors` file of a model folder (one file or shards), sorted; none is an error.
+pub(super) fn safetensors_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .at(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(input(
+            "no *.safetensors weights",
+            dir.display().to_string(),
+            "the folder must hold the model's weights (model.safetensors or shards)",
+        ));
+    }
+    Ok(files)
+}
+
 pub(super) fn linear(
     vb: &VarBuilder,
     inp: usize,
@@ -501,19 +519,7 @@ impl Qwen3Vl {
     /// Load `config.json` and every `*.safetensors` of a Hugging Face Qwen3-VL folder.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Qwen3Vl> {
         let cfg = Qwen3VlConfig::from_file(&dir.join("config.json"))?;
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .at(dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(input(
-                "no *.safetensors weights",
-                dir.display().to_string(),
-                "the folder must hold the model's weights (model.safetensors or shards)",
-            ));
-        }
+        let files = safetensors_files(dir)?;
         // SAFETY: the files are memory-mapped read-only; a file changed underneath a running
         // process is the user's doing, as with any mmap-based loader.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device)? };

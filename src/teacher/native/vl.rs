@@ -296,36 +296,15 @@ impl VlTeacher {
             Some((patches, grid, _)) => Some(self.model.encode_image(patches, *grid)?),
             None => None,
         };
-        let mut out = Vec::with_capacity(prompts.len());
-        if !shared {
-            for ids in &prompts {
-                let p = self.model.prefill(ids, vision.as_ref())?;
-                out.push(p.last_logprobs.to_vec1::<f32>()?);
-            }
-            return Ok(out);
-        }
-        let p = shared_prefix_len(&prompts);
-        if let Some(span_end) = prompts[0]
-            .iter()
-            .rposition(|&t| t == self.model.cfg.image_token_id)
-        {
-            if p <= span_end {
-                return Err(input(
-                    "the prompts differ before the end of the image",
-                    "native teacher",
-                    "put {question} after the image in the prompt template",
-                ));
-            }
-        }
-        let prefix = self.model.prefill(&prompts[0][..p], vision.as_ref())?;
-        for chunk in prompts.chunks(self.opts.batch.max(1)) {
-            let suffixes: Vec<Vec<u32>> = chunk.iter().map(|ids| ids[p..].to_vec()).collect();
-            let lp = self.model.suffix_logprobs(&prefix, &suffixes)?;
-            for i in 0..suffixes.len() {
-                out.push(lp.i(i)?.to_vec1::<f32>()?);
-            }
-        }
-        Ok(out)
+        let m = &self.model;
+        prompt_logprobs(
+            &prompts,
+            m.cfg.image_token_id,
+            shared.then_some(self.opts.batch),
+            |ids| m.prefill(ids, vision.as_ref()),
+            |p| &p.last_logprobs,
+            |p, sufs| m.suffix_logprobs(p, sufs),
+        )
     }
 
     /// Score rows of log-probabilities.
@@ -342,6 +321,46 @@ impl VlTeacher {
             })
             .collect()
     }
+}
+
+/// Next-token log-probabilities after each prompt: in full, one prompt at a time
+/// (`shared_batch = None`, the reference path), or with their common prefix run once by `prefill`
+/// and the remainders `shared_batch` at a time by `suffix`, packed against its keys and values.
+/// The prefix must include the whole image (`image_token` run), or sharing would split it.
+pub(super) fn prompt_logprobs<P>(
+    prompts: &[Vec<u32>],
+    image_token: u32,
+    shared_batch: Option<usize>,
+    prefill: impl Fn(&[u32]) -> Result<P>,
+    last: impl Fn(&P) -> &candle_core::Tensor,
+    suffix: impl Fn(&P, &[Vec<u32>]) -> Result<candle_core::Tensor>,
+) -> Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(prompts.len());
+    let Some(batch) = shared_batch else {
+        for ids in prompts {
+            out.push(last(&prefill(ids)?).to_vec1::<f32>()?);
+        }
+        return Ok(out);
+    };
+    let p = shared_prefix_len(prompts);
+    if let Some(span_end) = prompts[0].iter().rposition(|&t| t == image_token) {
+        if p <= span_end {
+            return Err(input(
+                "the prompts differ before the end of the image",
+                "native teacher",
+                "put {question} after the image in the prompt template",
+            ));
+        }
+    }
+    let prefix = prefill(&prompts[0][..p])?;
+    for chunk in prompts.chunks(batch.max(1)) {
+        let suffixes: Vec<Vec<u32>> = chunk.iter().map(|ids| ids[p..].to_vec()).collect();
+        let lp = suffix(&prefix, &suffixes)?;
+        for i in 0..suffixes.len() {
+            out.push(lp.i(i)?.to_vec1::<f32>()?);
+        }
+    }
+    Ok(out)
 }
 
 /// The length of the longest prefix all prompts share, leaving every prompt at least one token
