@@ -17,8 +17,8 @@ pub enum Backend {
     /// A text-only GGUF LLM run in-process by candle (Gemma 3, Qwen2, Qwen3); `--gguf FILE`,
     /// class mode only.
     Text,
-    /// A Qwen3-VL run in-process by candle from a Hugging Face folder (`--model-dir`); the image
-    /// prefix is computed once per image and shared by all questions.
+    /// A Qwen3-VL or InternVL run in-process by candle from a model folder (`--model-dir`); the
+    /// image prefix is computed once per image and shared by all questions.
     Native,
 }
 
@@ -56,7 +56,7 @@ impl From<DtypeArg> for candle_core::DType {
 #[derive(clap::Args, Debug, Clone)]
 pub struct TeacherArgs {
     /// Who answers: `table` (an annotation file, --table), `openai` (an OpenAI-compatible
-    /// server with logprobs, --endpoint/--model), `native` (a local Qwen3-VL folder,
+    /// server with logprobs, --endpoint/--model), `native` (a local Qwen3-VL or InternVL folder,
     /// --model-dir) or `text` (a local GGUF LLM, --gguf FILE, with --mode class).
     #[arg(long, value_enum, required = true)]
     pub backend: Option<Backend>,
@@ -70,8 +70,9 @@ pub struct TeacherArgs {
     #[arg(long, value_name = "FILE", required_if_eq("backend", "text"))]
     pub gguf: Option<PathBuf>,
 
-    /// Hugging Face Qwen3-VL folder for `--backend native`: config.json, tokenizer.json,
-    /// preprocessor_config.json and *.safetensors (see the README for fetching one).
+    /// Model folder for `--backend native`: Qwen3-VL, or InternVL in OpenGVLab's layout or the
+    /// `-hf` one (told apart by config.json); config.json, tokenizer.json, *.safetensors and, for
+    /// Qwen3-VL and InternVL -hf, preprocessor_config.json (see the README for fetching one).
     #[arg(long, value_name = "DIR", required_if_eq("backend", "native"))]
     pub model_dir: Option<PathBuf>,
 
@@ -80,7 +81,8 @@ pub struct TeacherArgs {
     #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
     pub dtype: DtypeArg,
 
-    /// A system message for `--backend native` (none by default, like Qwen3-VL's template).
+    /// A system message for `--backend native`; by default the one the model's chat template
+    /// writes (InternVL2.5's), none for Qwen3-VL.
     #[arg(long)]
     pub system: Option<String>,
 
@@ -139,7 +141,7 @@ impl TeacherArgs {
                     input(
                         "--model-dir DIR is required",
                         "--backend native",
-                        "pass a Hugging Face Qwen3-VL folder",
+                        "pass a Qwen3-VL or InternVL model folder",
                     )
                 })?,
                 dtype: self.dtype.into(),

@@ -1,6 +1,6 @@
-//! `makd bench native`: the native Qwen3-VL teacher with its image prefix shared by all Q
-//! questions, against one full prompt per question, on a model of realistic shape with random
-//! weights (speed does not depend on the values).
+//! `makd bench native`: the native Qwen3-VL teacher (or InternVL, `--family internvl`) with its
+//! image prefix shared by all Q questions, against one full prompt per question, on a model of
+//! realistic shape with random weights (speed does not depend on the values).
 //!
 //! Both paths run in this process on the same model, image and questions; the unshared path is
 //! timed on the first `--unshared` questions only (its cost per pair does not depend on Q), and
@@ -10,6 +10,7 @@ use crate::cli::teacher_args::DtypeArg;
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, IndexOp};
 use makd::data::RawImage;
+use makd::error::input;
 use makd::teacher::native::qwen3_vl::{Qwen3Vl, Qwen3VlConfig};
 use makd::teacher::native::tokenizer::Tokenizer;
 use makd::teacher::native::vl::{shared_prefix_len, VlOptions, VlTeacher};
@@ -31,20 +32,36 @@ const PREPROCESSOR: &str = r#"{"patch_size": 16, "merge_size": 2, "temporal_patc
   "size": {"longest_edge": 16777216, "shortest_edge": 65536}}"#;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    /// Qwen3-VL.
+    #[value(name = "qwen3-vl")]
+    Qwen3Vl,
+    /// InternVL2.5 (InternViT-300M + Qwen2), the paper's teacher family.
+    Internvl,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Shape {
-    /// Qwen3-VL-2B: 1.7B text, 0.4B vision.
+    /// Qwen3-VL-2B: 1.7B text, 0.4B vision (`--family qwen3-vl`).
     #[value(name = "2b")]
     TwoB,
+    /// InternVL2.5-1B: 0.5B text, 0.3B vision (`--family internvl`).
+    #[value(name = "1b")]
+    OneB,
     /// A smoke test.
     Tiny,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model shape: `2b` (Qwen3-VL-2B: 1.7B text, 0.4B vision) or `tiny` (a smoke test).
-    #[arg(long, value_enum, default_value = "2b")]
-    shape: Shape,
-    /// A Qwen3-VL config.json whose shape to use instead of --shape (weights stay random).
+    /// Model family: `qwen3-vl` or `internvl`.
+    #[arg(long, value_enum, default_value = "qwen3-vl")]
+    family: Family,
+    /// Model shape: `2b` (Qwen3-VL-2B), `1b` (InternVL2.5-1B) or `tiny` (a smoke test)
+    /// [default: the family's real one].
+    #[arg(long, value_enum)]
+    shape: Option<Shape>,
+    /// A config.json of the family whose shape to use instead of --shape (weights stay random).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// A tokenizer.json to count prompt tokens with [default: the parity fixture's].
@@ -85,20 +102,32 @@ pub fn run(a: Args) -> Result<()> {
         a.questions >= 1 && a.unshared >= 1,
         "--questions and --unshared must be >= 1"
     );
+    if a.family == Family::Internvl {
+        return run_internvl(a);
+    }
+    let shape = a.shape.unwrap_or(Shape::TwoB);
+    if shape == Shape::OneB {
+        return Err(input(
+            "--shape 1b is InternVL2.5-1B's",
+            "--family qwen3-vl",
+            "pass --family internvl, or --shape 2b|tiny",
+        )
+        .into());
+    }
     let dtype = DType::from(a.dtype);
     let tokenizer = match &a.tokenizer {
         Some(p) => Tokenizer::from_hf_json(p)?,
         None => Tokenizer::from_hf_str(TOKENIZER, "the parity fixture's tokenizer.json")?,
     };
-    let mut cfg = match (&a.config, a.shape) {
+    let mut cfg = match (&a.config, shape) {
         (Some(p), _) => Qwen3VlConfig::from_file(p)?,
-        (None, Shape::TwoB) => Qwen3VlConfig::qwen3_vl_2b(),
         (None, Shape::Tiny) => Qwen3VlConfig::tiny(),
+        (None, _) => Qwen3VlConfig::qwen3_vl_2b(),
     };
-    let shape_name = match (&a.config, a.shape) {
+    let shape_name = match (&a.config, shape) {
         (Some(_), _) => "config",
-        (None, Shape::TwoB) => "2b",
         (None, Shape::Tiny) => "tiny",
+        (None, _) => "2b",
     };
     let dtype_name = match a.dtype {
         DtypeArg::F32 => "f32",
@@ -132,35 +161,15 @@ pub fn run(a: Args) -> Result<()> {
             ..Default::default()
         },
     )?;
-    let aspects: serde_json::Value = serde_json::from_str(ASPECTS)?;
-    let all: Vec<String> = aspects["questions"]
-        .as_array()
-        .context("aspects.json has no questions")?
-        .iter()
-        .filter_map(|q| q["text"].as_str().map(str::to_string))
-        .collect();
+    let all = aspect_questions()?;
     let qs: Vec<&str> = (0..a.questions)
         .map(|i| all[i % all.len()].as_str())
         .collect();
 
     let (w, h) = a.image;
-    let mut state = 0x9E3779B97F4A7C15u64;
-    let pixels: Vec<u8> = (0..w as usize * h as usize * 3)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 56) as u8
-        })
-        .collect();
     let sample = makd::data::Sample {
         id: "bench".into(),
-        image: RawImage {
-            width: w,
-            height: h,
-            channels: 3,
-            pixels,
-        },
+        image: random_image(w, h),
         label: 0,
     };
     let (patches, grid, img_tokens) = teacher.image_input(&sample.image)?;
@@ -277,6 +286,197 @@ pub fn run(a: Args) -> Result<()> {
             "prefill: {prefill_tps:.0} tokens/s; vision+prefix {achieved:.0} GFLOP/s{}; suffix batch {suffix_gflops:.0} GFLOP/s",
             peak.map(|pk| format!(" = {:.0}% of {pk:.0} GFLOP/s peak", 100.0 * achieved / pk))
                 .unwrap_or_default()
+        );
+        println!("check: max |Δ logprob| shared vs unshared = {max_diff:.2e}");
+    }
+    Ok(())
+}
+
+/// The InternVL parity fixture's tokenizer and shipped chat template.
+const INTERNVL_TOKENIZER: &str = include_str!("../../../tests/fixtures/internvl/hf/tokenizer.json");
+const INTERNVL_TEMPLATE: &str =
+    include_str!("../../../tests/fixtures/internvl/hf/chat_template.jinja");
+
+/// The questions of the shipped aspect set, in order.
+fn aspect_questions() -> Result<Vec<String>> {
+    let aspects: serde_json::Value = serde_json::from_str(ASPECTS)?;
+    Ok(aspects["questions"]
+        .as_array()
+        .context("aspects.json has no questions")?
+        .iter()
+        .filter_map(|q| q["text"].as_str().map(str::to_string))
+        .collect())
+}
+
+fn random_image(w: u32, h: u32) -> RawImage {
+    let mut state = 0x9E3779B97F4A7C15u64;
+    let pixels: Vec<u8> = (0..w as usize * h as usize * 3)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 56) as u8
+        })
+        .collect();
+    RawImage {
+        width: w,
+        height: h,
+        channels: 3,
+        pixels,
+    }
+}
+
+/// `--family internvl`: the same comparison on InternVL (its tiles, its chat template with the
+/// default system message, 256 tokens per tile).
+fn run_internvl(a: Args) -> Result<()> {
+    use makd::teacher::native::internvl::{
+        template_system, InternVl, InternVlConfig, TilePreprocess,
+    };
+    use makd::teacher::native::internvl_teacher::{InternVlTeacher, IMG_CONTEXT};
+    let dtype = DType::from(a.dtype);
+    let tokenizer = match &a.tokenizer {
+        Some(p) => Tokenizer::from_hf_json(p)?,
+        None => {
+            Tokenizer::from_hf_str(INTERNVL_TOKENIZER, "the InternVL fixture's tokenizer.json")?
+        }
+    };
+    let shape = a.shape.unwrap_or(Shape::OneB);
+    if shape == Shape::TwoB {
+        return Err(input(
+            "--shape 2b is Qwen3-VL-2B's",
+            "--family internvl",
+            "pass --shape 1b|tiny with --family internvl",
+        )
+        .into());
+    }
+    let mut cfg = match (&a.config, shape) {
+        (Some(p), _) => InternVlConfig::from_file(p)?,
+        (None, Shape::Tiny) => InternVlConfig::tiny(),
+        (None, _) => InternVlConfig::internvl2_5_1b(),
+    };
+    let shape_name = match (&a.config, shape) {
+        (Some(_), _) => "config",
+        (None, Shape::Tiny) => "tiny",
+        (None, _) => "1b",
+    };
+    cfg.image_token_id = Some(
+        tokenizer
+            .token_id(IMG_CONTEXT)
+            .with_context(|| format!("tokenizer has no {IMG_CONTEXT}"))?,
+    );
+    ensure!(
+        tokenizer.len() <= cfg.vocab_size,
+        "the tokenizer has more tokens than the model's vocabulary"
+    );
+    let t = Instant::now();
+    let model = InternVl::random(cfg.clone(), &Device::cuda_if_available(0)?, dtype, 0)?;
+    let load_s = t.elapsed().as_secs_f64();
+    // InternVL2.5-1B's tiling: 448-px tiles, up to 12, thumbnail.
+    let pre = TilePreprocess::from_original_config(
+        &serde_json::json!({"force_image_size": cfg.vision.image_size, "max_dynamic_patch": 12}),
+        "bench",
+    )?;
+    let teacher = InternVlTeacher::new(
+        model,
+        tokenizer,
+        pre,
+        template_system(INTERNVL_TEMPLATE),
+        &VlOptions {
+            model_dir: "random".into(),
+            dtype,
+            ..Default::default()
+        },
+    )?;
+    let all = aspect_questions()?;
+    let qs: Vec<&str> = (0..a.questions)
+        .map(|i| all[i % all.len()].as_str())
+        .collect();
+    let (w, h) = a.image;
+    let sample = makd::data::Sample {
+        id: "bench".into(),
+        image: random_image(w, h),
+        label: 0,
+    };
+    let (px, tiles, img_tokens) = teacher.image_input(&sample.image)?;
+    let m = &teacher.model;
+    let it = teacher.image_token_id;
+    let prompts = teacher.prompt_ids("", &qs, img_tokens);
+    let p = shared_prefix_len(&prompts);
+    let suffix_tokens: usize = prompts.iter().map(|ids| ids.len() - p).sum();
+    let t = Instant::now();
+    let vision = m.encode_image(&px, tiles)?;
+    let vision_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let prefix = m.prefill(&prompts[0][..p], Some(&vision), it)?;
+    let prefix_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let sufs: Vec<Vec<u32>> = prompts.iter().map(|ids| ids[p..].to_vec()).collect();
+    let _ = m.suffix_logprobs(&prefix, &sufs)?;
+    let suffix_s = t.elapsed().as_secs_f64();
+
+    let subject = Subject::Image(&sample);
+    let t = Instant::now();
+    let shared = teacher.question_logprobs(subject, &qs, true)?;
+    let shared_s = t.elapsed().as_secs_f64();
+    let k = a.unshared.min(qs.len());
+    let t = Instant::now();
+    let unshared = teacher.question_logprobs(subject, &qs[..k], false)?;
+    let unshared_s = t.elapsed().as_secs_f64();
+    let max_diff = shared
+        .iter()
+        .zip(&unshared)
+        .flat_map(|(x, y)| x.iter().zip(y).map(|(a, b)| (a - b).abs()))
+        .fold(0f32, f32::max);
+    let t = Instant::now();
+    for ids in &prompts[..k] {
+        let _ = m.prefill(ids, Some(&vision), it)?;
+    }
+    let unshared_text_s = t.elapsed().as_secs_f64();
+    let shared_pps = qs.len() as f64 / shared_s;
+    let unshared_pps = k as f64 / unshared_s;
+    let unshared_text_pps = k as f64 / unshared_text_s;
+    let dtype_name = match a.dtype {
+        DtypeArg::F32 => "f32",
+        DtypeArg::Bf16 => "bf16",
+    };
+    let out = serde_json::json!({
+        "family": "internvl",
+        "shape": shape_name,
+        "dtype": dtype_name,
+        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "image": format!("{w}x{h}"), "tiles": tiles, "image_tokens": img_tokens,
+        "questions": qs.len(), "prefix_tokens": p, "mean_suffix_tokens": suffix_tokens as f64 / qs.len() as f64,
+        "random_weights_s": load_s,
+        "shared": {"seconds": shared_s, "pairs_per_s": shared_pps,
+                   "vision_s": vision_s, "prefix_s": prefix_s, "suffix_batch_s": suffix_s},
+        "unshared": {"questions_timed": k, "seconds": unshared_s, "pairs_per_s": unshared_pps},
+        "unshared_vision_cached": {"seconds": unshared_text_s, "pairs_per_s": unshared_text_pps},
+        "ratio": shared_pps / unshared_pps,
+        "ratio_vs_vision_cached": shared_pps / unshared_text_pps,
+        "max_abs_logprob_diff_shared_vs_unshared": max_diff,
+        "peak_rss_mb": makd::bench::peak::peak_rss_mb(),
+    });
+    if a.json {
+        println!("{out}");
+    } else {
+        println!(
+            "InternVL shape {shape_name} (random, {dtype_name}), image {w}x{h} → {tiles} tiles, {img_tokens} image tokens"
+        );
+        println!(
+            "prompt: {p} shared prefix tokens + {:.1} tokens per question (Q = {})",
+            suffix_tokens as f64 / qs.len() as f64,
+            qs.len()
+        );
+        println!(
+            "prefix-shared:            {shared_pps:8.3} pairs/s  (vision {vision_s:.2} s, prefix {prefix_s:.2} s, {} suffixes {suffix_s:.2} s)",
+            qs.len()
+        );
+        println!("one full prompt/question: {unshared_pps:8.3} pairs/s  ({k} timed)");
+        println!("  same, vision cached:    {unshared_text_pps:8.3} pairs/s");
+        println!(
+            "ratio shared / full prompt: {:.1}x   (vs vision-cached: {:.1}x)",
+            shared_pps / unshared_pps,
+            shared_pps / unshared_text_pps
         );
         println!("check: max |Δ logprob| shared vs unshared = {max_diff:.2e}");
     }

@@ -9,6 +9,8 @@
 
 pub mod gemma3;
 pub mod gguf_text;
+pub mod internvl;
+pub mod internvl_teacher;
 pub mod qwen3_vl;
 pub mod tokenizer;
 pub mod vl;

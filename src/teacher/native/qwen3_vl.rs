@@ -369,7 +369,30 @@ impl Qwen3VlConfig {
     }
 }
 
-fn linear(vb: &VarBuilder, inp: usize, out: usize, bias: bool) -> candle_core::Result<Linear> {
+/// Every `*.safetensors` file of a model folder (one file or shards), sorted; none is an error.
+pub(super) fn safetensors_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .at(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(input(
+            "no *.safetensors weights",
+            dir.display().to_string(),
+            "the folder must hold the model's weights (model.safetensors or shards)",
+        ));
+    }
+    Ok(files)
+}
+
+pub(super) fn linear(
+    vb: &VarBuilder,
+    inp: usize,
+    out: usize,
+    bias: bool,
+) -> candle_core::Result<Linear> {
     let w = vb.get((out, inp), "weight")?;
     let b = if bias {
         Some(vb.get(out, "bias")?)
@@ -379,7 +402,7 @@ fn linear(vb: &VarBuilder, inp: usize, out: usize, bias: bool) -> candle_core::R
     Ok(Linear::new(w, b))
 }
 
-fn layer_norm(vb: &VarBuilder, size: usize) -> candle_core::Result<LayerNorm> {
+pub(super) fn layer_norm(vb: &VarBuilder, size: usize) -> candle_core::Result<LayerNorm> {
     Ok(LayerNorm::new(
         vb.get(size, "weight")?,
         vb.get(size, "bias")?,
@@ -387,12 +410,12 @@ fn layer_norm(vb: &VarBuilder, size: usize) -> candle_core::Result<LayerNorm> {
     ))
 }
 
-fn rms_norm(vb: &VarBuilder, size: usize, eps: f64) -> candle_core::Result<RmsNorm> {
+pub(super) fn rms_norm(vb: &VarBuilder, size: usize, eps: f64) -> candle_core::Result<RmsNorm> {
     Ok(RmsNorm::new(vb.get(size, "weight")?, eps))
 }
 
 /// `x @ w.T + b` for `x` of any rank (flattened to 2-D for one GEMM).
-fn apply(l: &Linear, x: &Tensor) -> candle_core::Result<Tensor> {
+pub(super) fn apply(l: &Linear, x: &Tensor) -> candle_core::Result<Tensor> {
     let dims = x.dims().to_vec();
     let last = dims[dims.len() - 1];
     let rows = x.elem_count() / last;
@@ -496,19 +519,7 @@ impl Qwen3Vl {
     /// Load `config.json` and every `*.safetensors` of a Hugging Face Qwen3-VL folder.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Qwen3Vl> {
         let cfg = Qwen3VlConfig::from_file(&dir.join("config.json"))?;
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .at(dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(input(
-                "no *.safetensors weights",
-                dir.display().to_string(),
-                "the folder must hold the model's weights (model.safetensors or shards)",
-            ));
-        }
+        let files = safetensors_files(dir)?;
         // SAFETY: the files are memory-mapped read-only; a file changed underneath a running
         // process is the user's doing, as with any mmap-based loader.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device)? };
@@ -993,7 +1004,7 @@ impl Qwen3Vl {
 /// (`q` already scaled), a block of query rows at a time so the score matrix stays below ~16 MB:
 /// a 448×448 image's scores would be 39 MB, a 896×896 one's 630 MB, per layer, and allocations
 /// past glibc's 32 MB mmap threshold are returned to the kernel and page-faulted in again.
-fn full_attention(q: &Tensor, kt: &Tensor, v: &Tensor) -> candle_core::Result<Tensor> {
+pub(super) fn full_attention(q: &Tensor, kt: &Tensor, v: &Tensor) -> candle_core::Result<Tensor> {
     let (heads, n, _) = q.dims3()?;
     let rows = (4 << 20) / (heads * n).max(1);
     let rows = rows.clamp(1, n);
@@ -1009,13 +1020,13 @@ fn full_attention(q: &Tensor, kt: &Tensor, v: &Tensor) -> candle_core::Result<Te
 }
 
 /// Softmax over the last dimension, computed in f32 whatever the model's dtype.
-fn softmax_f32(x: &Tensor) -> candle_core::Result<Tensor> {
+pub(super) fn softmax_f32(x: &Tensor) -> candle_core::Result<Tensor> {
     let dt = x.dtype();
     candle_nn::ops::softmax_last_dim(&x.to_dtype(DType::F32)?.contiguous()?)?.to_dtype(dt)
 }
 
 /// Replace rows `s..e` of `x` (`[t, h]`) by `rows`.
-fn splice(x: &Tensor, s: usize, e: usize, rows: &Tensor) -> candle_core::Result<Tensor> {
+pub(super) fn splice(x: &Tensor, s: usize, e: usize, rows: &Tensor) -> candle_core::Result<Tensor> {
     let t = x.dim(0)?;
     let mut parts = Vec::with_capacity(3);
     if s > 0 {
@@ -1029,7 +1040,7 @@ fn splice(x: &Tensor, s: usize, e: usize, rows: &Tensor) -> candle_core::Result<
 }
 
 /// The `[start, end)` run of image placeholder tokens, if any (at most one image per prompt).
-fn image_span(ids: &[u32], img: u32) -> Result<Option<(usize, usize)>> {
+pub(super) fn image_span(ids: &[u32], img: u32) -> Result<Option<(usize, usize)>> {
     let Some(s) = ids.iter().position(|&t| t == img) else {
         return Ok(None);
     };
@@ -1046,7 +1057,7 @@ fn image_span(ids: &[u32], img: u32) -> Result<Option<(usize, usize)>> {
 
 /// Causal grouped-query attention within one prompt: `q` `[b, heads, s, d]`, keys and values
 /// `[b, kv heads, s, d]`. Returns `[b, heads, s, d]`.
-fn attend(q: &Tensor, k: &Tensor, v: &Tensor, hd: usize) -> candle_core::Result<Tensor> {
+pub(super) fn attend(q: &Tensor, k: &Tensor, v: &Tensor, hd: usize) -> candle_core::Result<Tensor> {
     let (b, hq, s, _) = q.dims4()?;
     let hkv = k.dim(1)?;
     let rep = hq / hkv;
@@ -1058,7 +1069,7 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, hd: usize) -> candle_core::Result<
 }
 
 /// `[rep·s, s]`: row `r·s + i` (query position `i`) sees keys `0..=i`.
-fn causal_mask(rep: usize, s: usize, like: &Tensor) -> candle_core::Result<Tensor> {
+pub(super) fn causal_mask(rep: usize, s: usize, like: &Tensor) -> candle_core::Result<Tensor> {
     let mask: Vec<f32> = (0..rep * s)
         .flat_map(|r| (0..s).map(move |j| if j > r % s { f32::NEG_INFINITY } else { 0.0 }))
         .collect();
@@ -1069,7 +1080,7 @@ fn causal_mask(rep: usize, s: usize, like: &Tensor) -> candle_core::Result<Tenso
 /// `v` `[1, kv heads, total, d]` for the suffixes laid end to end (`lens` tokens each); `past`
 /// holds the prefix's keys and values `[1, kv heads, p, d]`. Every suffix sees the whole prefix
 /// and its own earlier tokens, never another suffix. Returns `[1, heads, total, d]`.
-fn attend_packed(
+pub(super) fn attend_packed(
     q: &Tensor,
     past: (&Tensor, &Tensor),
     k: &Tensor,
@@ -1117,8 +1128,8 @@ fn attend_packed(
 
 /// Random weights for benchmarks: N(0, 1/fan_in) for matrices, 1 for norm weights, 0 for biases;
 /// each tensor from its own seed so the model does not depend on load order.
-struct RandomWeights {
-    seed: u64,
+pub(super) struct RandomWeights {
+    pub(super) seed: u64,
 }
 
 impl SimpleBackend for RandomWeights {

@@ -1,4 +1,5 @@
-//! The `native` backend: a Qwen3-VL folder (Hugging Face layout) run in-process.
+//! The `native` backend: a Qwen3-VL folder (Hugging Face layout) run in-process; [`build`]
+//! detects the family and hands InternVL folders to [`super::internvl_teacher`].
 //!
 //! `makd label --backend native --model-dir DIR` reads `config.json`, `tokenizer.json`,
 //! `preprocessor_config.json` and `*.safetensors` from DIR. Each image is preprocessed as the
@@ -20,7 +21,7 @@ use super::tokenizer::Tokenizer;
 use super::vl_image::VisionPreprocess;
 use super::{answer_tokens, score_row};
 use crate::aspects::Question;
-use crate::error::{input, Result};
+use crate::error::{input, IoContext, Result};
 use crate::teacher::yesno::{check_variants, default_variants};
 use crate::teacher::{Mode, Score, Subject, Teacher, TeacherInfo, ANSWER_CUE};
 use candle_core::{DType, Device, IndexOp};
@@ -77,8 +78,70 @@ pub struct Prompt {
     pub image: Option<(Vec<f32>, [usize; 3])>,
 }
 
+/// The model families `--backend native` runs, told apart by the folder's `config.json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Qwen3Vl,
+    InternVl(super::internvl::Layout),
+}
+
+const FAMILIES_HINT: &str = "--model-dir must be a Hugging Face folder of Qwen3-VL \
+     (Qwen3VLForConditionalGeneration) or InternVL (InternVLChatModel as OpenGVLab ships it, or \
+     InternVLForConditionalGeneration, the -hf layout): config.json, tokenizer.json, \
+     *.safetensors; see the README";
+
+/// Which family a model folder holds: `architectures` (then `model_type`) of its `config.json`.
+pub fn detect(dir: &std::path::Path) -> Result<Family> {
+    let at = dir.display().to_string();
+    for name in ["tokenizer.json", "config.json"] {
+        if !dir.join(name).is_file() {
+            // Some checkpoints ship only the slow tokenizer's files.
+            let hint = if name == "tokenizer.json" && dir.join("vocab.json").is_file() {
+                "the folder has vocab.json but no tokenizer.json: write one with transformers, \
+                 AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)"
+            } else {
+                FAMILIES_HINT
+            };
+            return Err(input(format!("{name} is missing"), &at, hint));
+        }
+    }
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).at(&path)?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        input(
+            format!("not valid JSON: {e}"),
+            path.display().to_string(),
+            "expected a Hugging Face config.json",
+        )
+    })?;
+    if let Some(layout) = super::internvl::Layout::from_config(&v) {
+        return Ok(Family::InternVl(layout));
+    }
+    let archs = &v["architectures"];
+    let is_qwen3 = archs
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x == "Qwen3VLForConditionalGeneration"))
+        || v["model_type"] == "qwen3_vl";
+    if is_qwen3 {
+        return Ok(Family::Qwen3Vl);
+    }
+    Err(input(
+        format!(
+            "config.json describes architectures {archs}, model_type {}: not a family the native \
+             backend runs",
+            v["model_type"]
+        ),
+        path.display().to_string(),
+        FAMILIES_HINT,
+    ))
+}
+
+/// Load the folder's model, whichever supported family it holds.
 pub fn build(opts: &VlOptions) -> Result<Box<dyn Teacher>> {
-    Ok(Box::new(VlTeacher::load(opts)?))
+    Ok(match detect(&opts.model_dir)? {
+        Family::Qwen3Vl => Box::new(VlTeacher::load(opts)?),
+        Family::InternVl(_) => Box::new(super::internvl_teacher::InternVlTeacher::load(opts)?),
+    })
 }
 
 impl VlTeacher {
@@ -233,36 +296,15 @@ impl VlTeacher {
             Some((patches, grid, _)) => Some(self.model.encode_image(patches, *grid)?),
             None => None,
         };
-        let mut out = Vec::with_capacity(prompts.len());
-        if !shared {
-            for ids in &prompts {
-                let p = self.model.prefill(ids, vision.as_ref())?;
-                out.push(p.last_logprobs.to_vec1::<f32>()?);
-            }
-            return Ok(out);
-        }
-        let p = shared_prefix_len(&prompts);
-        if let Some(span_end) = prompts[0]
-            .iter()
-            .rposition(|&t| t == self.model.cfg.image_token_id)
-        {
-            if p <= span_end {
-                return Err(input(
-                    "the prompts differ before the end of the image",
-                    "native teacher",
-                    "put {question} after the image in the prompt template",
-                ));
-            }
-        }
-        let prefix = self.model.prefill(&prompts[0][..p], vision.as_ref())?;
-        for chunk in prompts.chunks(self.opts.batch.max(1)) {
-            let suffixes: Vec<Vec<u32>> = chunk.iter().map(|ids| ids[p..].to_vec()).collect();
-            let lp = self.model.suffix_logprobs(&prefix, &suffixes)?;
-            for i in 0..suffixes.len() {
-                out.push(lp.i(i)?.to_vec1::<f32>()?);
-            }
-        }
-        Ok(out)
+        let m = &self.model;
+        prompt_logprobs(
+            &prompts,
+            m.cfg.image_token_id,
+            shared.then_some(self.opts.batch),
+            |ids| m.prefill(ids, vision.as_ref()),
+            |p| &p.last_logprobs,
+            |p, sufs| m.suffix_logprobs(p, sufs),
+        )
     }
 
     /// Score rows of log-probabilities.
@@ -279,6 +321,46 @@ impl VlTeacher {
             })
             .collect()
     }
+}
+
+/// Next-token log-probabilities after each prompt: in full, one prompt at a time
+/// (`shared_batch = None`, the reference path), or with their common prefix run once by `prefill`
+/// and the remainders `shared_batch` at a time by `suffix`, packed against its keys and values.
+/// The prefix must include the whole image (`image_token` run), or sharing would split it.
+pub(super) fn prompt_logprobs<P>(
+    prompts: &[Vec<u32>],
+    image_token: u32,
+    shared_batch: Option<usize>,
+    prefill: impl Fn(&[u32]) -> Result<P>,
+    last: impl Fn(&P) -> &candle_core::Tensor,
+    suffix: impl Fn(&P, &[Vec<u32>]) -> Result<candle_core::Tensor>,
+) -> Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(prompts.len());
+    let Some(batch) = shared_batch else {
+        for ids in prompts {
+            out.push(last(&prefill(ids)?).to_vec1::<f32>()?);
+        }
+        return Ok(out);
+    };
+    let p = shared_prefix_len(prompts);
+    if let Some(span_end) = prompts[0].iter().rposition(|&t| t == image_token) {
+        if p <= span_end {
+            return Err(input(
+                "the prompts differ before the end of the image",
+                "native teacher",
+                "put {question} after the image in the prompt template",
+            ));
+        }
+    }
+    let prefix = prefill(&prompts[0][..p])?;
+    for chunk in prompts.chunks(batch.max(1)) {
+        let suffixes: Vec<Vec<u32>> = chunk.iter().map(|ids| ids[p..].to_vec()).collect();
+        let lp = suffix(&prefix, &suffixes)?;
+        for i in 0..suffixes.len() {
+            out.push(lp.i(i)?.to_vec1::<f32>()?);
+        }
+    }
+    Ok(out)
 }
 
 /// The length of the longest prefix all prompts share, leaving every prompt at least one token

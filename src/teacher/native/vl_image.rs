@@ -285,28 +285,46 @@ impl VisionPreprocess {
 
     /// The float each 0..255 level becomes, per channel, computed as torch does on f32 tensors.
     fn level_tables(&self) -> [[f32; 256]; 3] {
-        let mut tables = [[0f32; 256]; 3];
-        // torch multiplies an f32 tensor by a Python float in f32.
-        let rescale = self.rescale_factor as f32;
-        let inv = (1.0 / self.rescale_factor) as f32;
-        for (ch, table) in tables.iter_mut().enumerate() {
-            let (mean, std) = match (self.do_rescale, self.do_normalize) {
-                // HF fuses the two: mean and std are scaled up instead of the pixels down.
-                (true, true) => (self.mean[ch] * inv, self.std[ch] * inv),
-                (false, true) => (self.mean[ch], self.std[ch]),
-                _ => (0.0, 1.0),
-            };
-            for (level, v) in table.iter_mut().enumerate() {
-                let x = level as f32;
-                *v = match (self.do_rescale, self.do_normalize) {
-                    (_, true) => (x - mean) / std,
-                    (true, false) => x * rescale,
-                    (false, false) => x,
-                };
-            }
-        }
-        tables
+        level_tables(
+            &self.mean,
+            &self.std,
+            self.rescale_factor,
+            self.do_rescale,
+            self.do_normalize,
+        )
     }
+}
+
+/// The float each 0..255 level becomes, per channel, as torchvision's fused rescale-and-normalise
+/// computes it on f32 tensors (every processor on the torchvision backend shares it).
+pub(crate) fn level_tables(
+    mean_in: &[f32; 3],
+    std_in: &[f32; 3],
+    rescale_factor: f64,
+    do_rescale: bool,
+    do_normalize: bool,
+) -> [[f32; 256]; 3] {
+    let mut tables = [[0f32; 256]; 3];
+    // torch multiplies an f32 tensor by a Python float in f32.
+    let rescale = rescale_factor as f32;
+    let inv = (1.0 / rescale_factor) as f32;
+    for (ch, table) in tables.iter_mut().enumerate() {
+        let (mean, std) = match (do_rescale, do_normalize) {
+            // HF fuses the two: mean and std are scaled up instead of the pixels down.
+            (true, true) => (mean_in[ch] * inv, std_in[ch] * inv),
+            (false, true) => (mean_in[ch], std_in[ch]),
+            _ => (0.0, 1.0),
+        };
+        for (level, v) in table.iter_mut().enumerate() {
+            let x = level as f32;
+            *v = match (do_rescale, do_normalize) {
+                (_, true) => (x - mean) / std,
+                (true, false) => x * rescale,
+                (false, false) => x,
+            };
+        }
+    }
+    tables
 }
 
 /// HF's `smart_resize`: the `(height, width)`, both multiples of `factor`, closest to the input
@@ -458,7 +476,7 @@ impl Axis {
 /// Resize an HWC `u8` image to `out_w × out_h` as torch's CPU `interpolate(uint8, "bicubic",
 /// antialias=True)` does: width pass, then height pass, each back to `u8`. A pass whose size does
 /// not change is skipped (its taps would be the identity anyway).
-fn resize_bicubic_u8(
+pub(crate) fn resize_bicubic_u8(
     src: &[u8],
     w: usize,
     h: usize,
