@@ -479,6 +479,129 @@ fn bench_native_runs_internvl() {
     assert!(err.contains("Qwen3-VL-2B"), "{err}");
 }
 
+/// `makd bench native --family internvl --model-dir DIR` runs DIR's weights, not random ones:
+/// its P(yes) per question is what the teacher loaded from DIR gives on the bench image, the
+/// same for both layouts of the fixture, and not what random weights give. (bench/native_ratio.sh
+/// relies on it to time transformers and makd on the very same model.)
+#[test]
+fn bench_native_runs_the_weights_of_model_dir() {
+    let bench = |extra: &[&str]| -> serde_json::Value {
+        let out = ok(makd()
+            .args([
+                "bench",
+                "native",
+                "--family",
+                "internvl",
+                "--questions",
+                "3",
+            ])
+            .args(["--unshared", "1", "--image", "448x448", "--json"])
+            .args(extra));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let p_yes = |v: &serde_json::Value| -> Vec<f64> {
+        v["p_yes_yes_no"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_f64().unwrap())
+            .collect()
+    };
+    let hf_dir = fixture().join("hf");
+    let hf = bench(&["--model-dir", hf_dir.to_str().unwrap()]);
+    assert_eq!(hf["shape"], "model-dir");
+    assert_eq!(hf["weights"], hf_dir.display().to_string());
+    let orig = bench(&["--model-dir", fixture().join("original").to_str().unwrap()]);
+    let random = bench(&["--shape", "tiny"]);
+    assert_eq!(random["weights"], "random");
+
+    // The bench image (makd bench native's xorshift pixels) through the teacher loaded here.
+    let mut state = 0x9E3779B97F4A7C15u64;
+    let pixels = (0..448 * 448 * 3)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 56) as u8
+        })
+        .collect();
+    let sample = Sample {
+        id: "bench".into(),
+        image: RawImage {
+            width: 448,
+            height: 448,
+            channels: 3,
+            pixels,
+        },
+        label: 0,
+    };
+    let t = InternVlTeacher::load(&VlOptions {
+        model_dir: hf_dir.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    let aspects: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("examples/fashion-mnist/aspects.json")).unwrap(),
+    )
+    .unwrap();
+    let qs: Vec<&str> = aspects["questions"].as_array().unwrap()[..3]
+        .iter()
+        .map(|q| q["text"].as_str().unwrap())
+        .collect();
+    let rows = t
+        .question_logprobs(Subject::Image(&sample), &qs, false)
+        .unwrap();
+    let (yes, no) = (
+        t.tokenizer.token_id("Yes").unwrap() as usize,
+        t.tokenizer.token_id("No").unwrap() as usize,
+    );
+    let (hf_p, orig_p, random_p) = (p_yes(&hf), p_yes(&orig), p_yes(&random));
+    assert_eq!(hf_p.len(), 3);
+    for (j, lp) in rows.iter().enumerate() {
+        let want = 1.0 / (1.0 + ((lp[no] - lp[yes]) as f64).exp());
+        assert!(
+            (hf_p[j] - want).abs() < 1e-4,
+            "question {j}: -hf {} vs {want}",
+            hf_p[j]
+        );
+        assert!(
+            (orig_p[j] - want).abs() < 1e-4,
+            "question {j}: original {} vs {want}",
+            orig_p[j]
+        );
+    }
+    let moved = hf_p
+        .iter()
+        .zip(&random_p)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f64, f64::max);
+    assert!(
+        moved > 1e-2,
+        "random weights give the same P(yes): {random_p:?} vs {hf_p:?}"
+    );
+
+    let err = user_error(
+        makd()
+            .args(["bench", "native", "--family", "qwen3-vl", "--model-dir"])
+            .arg(&hf_dir),
+    );
+    assert!(err.contains("InternVL folders only"), "{err}");
+    let err = user_error(
+        makd()
+            .args([
+                "bench",
+                "native",
+                "--family",
+                "internvl",
+                "--shape",
+                "tiny",
+                "--model-dir",
+            ])
+            .arg(&hf_dir),
+    );
+    assert!(err.contains("--shape"), "{err}");
+}
+
 /// Class mode (no image): the system message and the class sentence join the shared prefix;
 /// sharing changes nothing.
 #[test]

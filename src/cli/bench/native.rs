@@ -67,6 +67,11 @@ pub struct Args {
     /// A tokenizer.json to count prompt tokens with [default: the parity fixture's].
     #[arg(long, value_name = "FILE")]
     tokenizer: Option<PathBuf>,
+    /// `--family internvl`: an InternVL folder (either layout) whose weights, tokenizer, chat
+    /// template and tiling to run instead of random weights, so that another implementation can
+    /// be timed on the very same model (bench/native_ratio.sh).
+    #[arg(long, value_name = "DIR")]
+    model_dir: Option<PathBuf>,
     /// Questions per image for the shared path.
     #[arg(long, default_value_t = 50)]
     questions: usize,
@@ -104,6 +109,14 @@ pub fn run(a: Args) -> Result<()> {
     );
     if a.family == Family::Internvl {
         return run_internvl(a);
+    }
+    if a.model_dir.is_some() {
+        return Err(input(
+            "--model-dir loads InternVL folders only",
+            "--family qwen3-vl",
+            "pass --family internvl, or --shape/--config for random Qwen3-VL weights",
+        )
+        .into());
     }
     let shape = a.shape.unwrap_or(Shape::TwoB);
     if shape == Shape::OneB {
@@ -329,64 +342,32 @@ fn random_image(w: u32, h: u32) -> RawImage {
 /// `--family internvl`: the same comparison on InternVL (its tiles, its chat template with the
 /// default system message, 256 tokens per tile).
 fn run_internvl(a: Args) -> Result<()> {
-    use makd::teacher::native::internvl::{
-        template_system, InternVl, InternVlConfig, TilePreprocess,
-    };
-    use makd::teacher::native::internvl_teacher::{InternVlTeacher, IMG_CONTEXT};
-    let dtype = DType::from(a.dtype);
-    let tokenizer = match &a.tokenizer {
-        Some(p) => Tokenizer::from_hf_json(p)?,
-        None => {
-            Tokenizer::from_hf_str(INTERNVL_TOKENIZER, "the InternVL fixture's tokenizer.json")?
-        }
-    };
-    let shape = a.shape.unwrap_or(Shape::OneB);
-    if shape == Shape::TwoB {
+    use makd::teacher::native::internvl_teacher::InternVlTeacher;
+    if a.model_dir.is_some() && (a.shape.is_some() || a.config.is_some() || a.tokenizer.is_some()) {
         return Err(input(
-            "--shape 2b is Qwen3-VL-2B's",
-            "--family internvl",
-            "pass --shape 1b|tiny with --family internvl",
+            "--model-dir brings its own shape and tokenizer",
+            "--shape/--config/--tokenizer",
+            "drop them, or drop --model-dir for random weights",
         )
         .into());
     }
-    let mut cfg = match (&a.config, shape) {
-        (Some(p), _) => InternVlConfig::from_file(p)?,
-        (None, Shape::Tiny) => InternVlConfig::tiny(),
-        (None, _) => InternVlConfig::internvl2_5_1b(),
-    };
-    let shape_name = match (&a.config, shape) {
-        (Some(_), _) => "config",
-        (None, Shape::Tiny) => "tiny",
-        (None, _) => "1b",
-    };
-    cfg.image_token_id = Some(
-        tokenizer
-            .token_id(IMG_CONTEXT)
-            .with_context(|| format!("tokenizer has no {IMG_CONTEXT}"))?,
-    );
-    ensure!(
-        tokenizer.len() <= cfg.vocab_size,
-        "the tokenizer has more tokens than the model's vocabulary"
-    );
+    let dtype = DType::from(a.dtype);
     let t = Instant::now();
-    let model = InternVl::random(cfg.clone(), &Device::cuda_if_available(0)?, dtype, 0)?;
+    let (teacher, shape_name, weights) = match &a.model_dir {
+        Some(dir) => {
+            let teacher = InternVlTeacher::load(&VlOptions {
+                model_dir: dir.clone(),
+                dtype,
+                ..Default::default()
+            })?;
+            (teacher, "model-dir", dir.display().to_string())
+        }
+        None => {
+            let (teacher, shape_name) = random_internvl(&a, dtype)?;
+            (teacher, shape_name, "random".to_string())
+        }
+    };
     let load_s = t.elapsed().as_secs_f64();
-    // InternVL2.5-1B's tiling: 448-px tiles, up to 12, thumbnail.
-    let pre = TilePreprocess::from_original_config(
-        &serde_json::json!({"force_image_size": cfg.vision.image_size, "max_dynamic_patch": 12}),
-        "bench",
-    )?;
-    let teacher = InternVlTeacher::new(
-        model,
-        tokenizer,
-        pre,
-        template_system(INTERNVL_TEMPLATE),
-        &VlOptions {
-            model_dir: "random".into(),
-            dtype,
-            ..Default::default()
-        },
-    )?;
     let all = aspect_questions()?;
     let qs: Vec<&str> = (0..a.questions)
         .map(|i| all[i % all.len()].as_str())
@@ -439,11 +420,26 @@ fn run_internvl(a: Args) -> Result<()> {
         DtypeArg::F32 => "f32",
         DtypeArg::Bf16 => "bf16",
     };
+    // softmax over the single `Yes` and `No` tokens per question: what another implementation
+    // given the same folder must reproduce, proving both ran the same weights.
+    let yes_no = ["Yes", "No"].map(|s| teacher.tokenizer.token_id(s));
+    let p_yes: Option<Vec<f32>> = match yes_no {
+        [Some(y), Some(n)] => Some(
+            shared
+                .iter()
+                .map(|lp| 1.0 / (1.0 + (lp[n as usize] - lp[y as usize]).exp()))
+                .collect(),
+        ),
+        _ => None,
+    };
     let out = serde_json::json!({
         "family": "internvl",
         "shape": shape_name,
+        "weights": weights,
         "dtype": dtype_name,
-        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        // rayon's pool runs the matmuls (RAYON_NUM_THREADS sets it).
+        "threads": rayon::current_num_threads(),
+        "p_yes_yes_no": p_yes,
         "image": format!("{w}x{h}"), "tiles": tiles, "image_tokens": img_tokens,
         "questions": qs.len(), "prefix_tokens": p, "mean_suffix_tokens": suffix_tokens as f64 / qs.len() as f64,
         "random_weights_s": load_s,
@@ -460,7 +456,7 @@ fn run_internvl(a: Args) -> Result<()> {
         println!("{out}");
     } else {
         println!(
-            "InternVL shape {shape_name} (random, {dtype_name}), image {w}x{h} → {tiles} tiles, {img_tokens} image tokens"
+            "InternVL shape {shape_name} (weights: {weights}, {dtype_name}), image {w}x{h} → {tiles} tiles, {img_tokens} image tokens"
         );
         println!(
             "prompt: {p} shared prefix tokens + {:.1} tokens per question (Q = {})",
@@ -481,4 +477,70 @@ fn run_internvl(a: Args) -> Result<()> {
         println!("check: max |Δ logprob| shared vs unshared = {max_diff:.2e}");
     }
     Ok(())
+}
+
+/// InternVL of `--shape`/`--config` with random weights, the fixture's tokenizer and template.
+fn random_internvl(
+    a: &Args,
+    dtype: DType,
+) -> Result<(
+    makd::teacher::native::internvl_teacher::InternVlTeacher,
+    &'static str,
+)> {
+    use makd::teacher::native::internvl::{
+        template_system, InternVl, InternVlConfig, TilePreprocess,
+    };
+    use makd::teacher::native::internvl_teacher::{InternVlTeacher, IMG_CONTEXT};
+    let tokenizer = match &a.tokenizer {
+        Some(p) => Tokenizer::from_hf_json(p)?,
+        None => {
+            Tokenizer::from_hf_str(INTERNVL_TOKENIZER, "the InternVL fixture's tokenizer.json")?
+        }
+    };
+    let shape = a.shape.unwrap_or(Shape::OneB);
+    if shape == Shape::TwoB {
+        return Err(input(
+            "--shape 2b is Qwen3-VL-2B's",
+            "--family internvl",
+            "pass --shape 1b|tiny with --family internvl",
+        )
+        .into());
+    }
+    let mut cfg = match (&a.config, shape) {
+        (Some(p), _) => InternVlConfig::from_file(p)?,
+        (None, Shape::Tiny) => InternVlConfig::tiny(),
+        (None, _) => InternVlConfig::internvl2_5_1b(),
+    };
+    let shape_name = match (&a.config, shape) {
+        (Some(_), _) => "config",
+        (None, Shape::Tiny) => "tiny",
+        (None, _) => "1b",
+    };
+    cfg.image_token_id = Some(
+        tokenizer
+            .token_id(IMG_CONTEXT)
+            .with_context(|| format!("tokenizer has no {IMG_CONTEXT}"))?,
+    );
+    ensure!(
+        tokenizer.len() <= cfg.vocab_size,
+        "the tokenizer has more tokens than the model's vocabulary"
+    );
+    let model = InternVl::random(cfg.clone(), &Device::cuda_if_available(0)?, dtype, 0)?;
+    // InternVL2.5-1B's tiling: 448-px tiles, up to 12, thumbnail.
+    let pre = TilePreprocess::from_original_config(
+        &serde_json::json!({"force_image_size": cfg.vision.image_size, "max_dynamic_patch": 12}),
+        "bench",
+    )?;
+    let teacher = InternVlTeacher::new(
+        model,
+        tokenizer,
+        pre,
+        template_system(INTERNVL_TEMPLATE),
+        &VlOptions {
+            model_dir: "random".into(),
+            dtype,
+            ..Default::default()
+        },
+    )?;
+    Ok((teacher, shape_name))
 }
