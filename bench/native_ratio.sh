@@ -70,17 +70,19 @@ hf, makd = rows[0], rows[1:]
 print(f"InternVL2.5-1B shape, random weights, f32, image {hf['image']} ({hf['tiles']} tile(s), "
       f"{hf['prompt_tokens']} prompt tokens); transformers {hf['transformers']}, torch {hf['torch']}")
 print(f"{'questions':>9}{'threads':>8} | {'makd pairs/s':>12}{'transformers':>13}{'ratio':>8} | "
-      f"{'makd 1 prompt/pair':>18}{'ratio':>8} | {'max |dP(yes)|':>13}")
+      f"{'makd 1 prompt/pair':>18}{'ratio':>8} | {'max |dP(yes)|':>13} | makd vision, prefix, suffixes s")
 print(f"(transformers: {len(hf['pair_seconds'])} pairs timed, "
       f"{', '.join(f'{s:.1f}' for s in hf['pair_seconds'])} s each)")
 for m in makd:
     q = m["questions"]
     k = min(q, len(hf["pair_seconds"]))
     t_pps = k / sum(hf["pair_seconds"][:k])
+    sh = m["shared"]
     dp = max(abs(a - b) for a, b in zip(m["p_yes_yes_no"], hf["p_yes_yes_no"]))
     print(f"{q:>9}{m['threads']:>8} | {m['shared']['pairs_per_s']:>12.3f}{t_pps:>13.3f}"
           f"{m['shared']['pairs_per_s'] / t_pps:>7.1f}x | {m['unshared']['pairs_per_s']:>18.3f}"
-          f"{m['unshared']['pairs_per_s'] / t_pps:>7.1f}x | {dp:>13.1e}")
+          f"{m['unshared']['pairs_per_s'] / t_pps:>7.1f}x | {dp:>13.1e} | "
+          f"{sh['vision_s']:.1f}, {sh['prefix_s']:.1f}, {sh['suffix_batch_s']:.1f}")
     if m["threads"] != hf["threads"]:
         print(f"warning: makd ran {m['threads']} threads, transformers {hf['threads']}", file=sys.stderr)
 print("\nratio = makd (prefix-shared, as `makd label --backend native`) / transformers (one generate "
