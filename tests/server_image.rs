@@ -2,8 +2,8 @@
 //! InternVL of tests/fixtures/internvl behind llama.cpp (`scripts/tiny-vlm-server`), on loopback.
 //! Every pair is answered, P(yes) matches transformers' reference where the server preprocesses
 //! the image as InternVL does, kill -9 then resume equals an uninterrupted run, and the
-//! fault-injecting proxy loses nothing. The last test plays llama.cpp's one reply without
-//! logprobs on the fake server, where it can be produced on demand.
+//! fault-injecting proxy loses nothing, and llama.cpp's reply without logprobs (a token that is
+//! half a UTF-8 character) makes a pair missing at once, on the real server and on the fake one.
 
 mod common;
 #[path = "server/harness.rs"]
@@ -106,10 +106,11 @@ fn label(
             "--model",
             "tiny-vlm",
         ])
-        .args(["--mode", "image", "--concurrency", "4"])
-        .args(extra)
-        .arg("--out")
-        .arg(out);
+        .args(["--mode", "image"]);
+    if !extra.contains(&"--concurrency") {
+        c.args(["--concurrency", "4"]);
+    }
+    c.args(extra).arg("--out").arg(out);
     c
 }
 
@@ -297,45 +298,69 @@ fn kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run() {
     let (spec, aspects) = dataset(dir.path());
     let server = tiny_vlm_server(4);
     let straight = dir.path().join("straight");
+    let t0 = Instant::now();
     ok(&mut label(&spec, &aspects, &server.url, &straight, &[]));
+    let took = t0.elapsed();
     let total = 36u64;
 
+    // Random moments: a run is killed after a random part of the time the rest of it should
+    // take, judged from the straight run (reruns find the images in the server's cache and go
+    // faster, so a run may finish first: then the next one gets a shorter delay). The log is
+    // written in batches every 2 s, so a kill loses the answers since the last batch too.
     let resumed = dir.path().join("resumed");
     let log = resumed.join("scores.log");
-    // Three moments, each a random number of recorded pairs (0: as soon as the log exists), at
-    // least one image's questions before the end so that the run is still going when it dies.
+    // The interrupted runs send one request at a time: with the images in the server's cache
+    // four at a time finish in about the 2 s the log waits between batches, and a resume under
+    // another schedule than the straight run's must still give its answers.
+    const ONE_AT_A_TIME: &[&str] = &["--concurrency", "1"];
     let mut rng = rand::rng();
-    let mut moments: Vec<u64> = (0..3).map(|_| rng.random_range(0..=total - 6)).collect();
-    moments.sort();
     let mut kills = Vec::new();
-    for moment in moments {
-        let target = moment.max(records_in(&log));
-        let mut child = label(&spec, &aspects, &server.url, &resumed, &[])
+    let mut scale = 0.6;
+    for _ in 0..10 {
+        let left = total - records_in(&log);
+        if kills.len() == 3 || left == 0 {
+            break;
+        }
+        let delay = took.mul_f64(scale * rng.random_range(0.0..1.0) * left as f64 / total as f64);
+        let mut child = label(&spec, &aspects, &server.url, &resumed, ONE_AT_A_TIME)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let t0 = Instant::now();
-        while !log.exists() || records_in(&log) < target {
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "the run ended before record {target}"
-            );
-            assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
+        // The first kill comes once the log holds some answers but not all (the rerun must pick
+        // up a partly written log); the others after the random delay.
+        let first = kills.is_empty();
+        let t = Instant::now();
+        while (if first {
+            records_in(&log) == 0
+        } else {
+            t.elapsed() < delay
+        }) && child.try_wait().unwrap().is_none()
+        {
+            assert!(t.elapsed() < Duration::from_secs(60), "no progress");
             std::thread::sleep(Duration::from_millis(2));
         }
-        child.kill().unwrap(); // SIGKILL
-        let status = child.wait().unwrap();
-        assert!(
-            status.code().is_none(),
-            "killed at record {target}: it had exited ({status})"
-        );
+        child.kill().unwrap(); // SIGKILL; a no-op on a run that has ended
+        if child.wait().unwrap().code().is_some() {
+            scale /= 2.0;
+            continue;
+        }
         assert!(!resumed.join("scores.safetensors").exists());
-        kills.push(target);
+        kills.push((t.elapsed().as_millis(), records_in(&log)));
     }
-    ok(&mut label(&spec, &aspects, &server.url, &resumed, &[]));
+    assert!(
+        kills.len() == 3 && kills[0].1 > 0 && kills[0].1 < total,
+        "want three kills, the first with a partly written log: (ms, records) {kills:?}"
+    );
+    ok(&mut label(
+        &spec,
+        &aspects,
+        &server.url,
+        &resumed,
+        ONE_AT_A_TIME,
+    ));
     // Each pair was recorded once: a resumed run asks only what no earlier run recorded.
-    assert_eq!(records_in(&log), total, "killed at records {kills:?}");
+    assert_eq!(records_in(&log), total, "kills (ms, records) {kills:?}");
     // Not bit-for-bit: the server batches whatever requests are in flight together and reuses its
     // cached image prefix, so the same pair's logits change in the last bits with its neighbours
     // (measured <= 5e-8 on this server, NOTES.md §6). 1e-6 is far above that and far below any
@@ -343,9 +368,9 @@ fn kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run() {
     Store::read(&resumed).assert_matches(
         &Store::read(&straight),
         1e-6,
-        &format!("killed at records {kills:?}"),
+        &format!("kills (ms, records) {kills:?}"),
     );
-    eprintln!("killed at records {kills:?} of {total}");
+    eprintln!("kills (ms after start, records in the log) {kills:?} of {total} pairs");
 }
 
 #[test]
@@ -415,24 +440,18 @@ fn faults_between_makd_and_the_real_server_in_image_mode_lose_nothing() {
 }
 
 #[test]
-fn a_reply_without_logprobs_is_retried_then_missing_never_a_guess() {
+fn a_reply_held_back_for_half_a_character_is_missing_at_once_and_no_logprobs_at_all_stops() {
     // llama.cpp holds back a sampled token that is an incomplete UTF-8 sequence, and with
-    // max_tokens 1 sends the choice without `logprobs`. The fake server sends exactly that for
-    // one question, every time (temperature 0 makes it deterministic on a real server too).
-    if !have_python("json", "a_reply_without_logprobs") {
+    // max_tokens 1 sends the choice with U+FFFD and without `logprobs`. The fake server sends
+    // exactly that for one question, every time (temperature 0 makes it so on a real server too).
+    if !have_python("json", "a_reply_held_back_for_half_a_character") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let (spec, aspects) = dataset(dir.path());
     let (fake, record) = fake_server(dir.path(), r#"{"no_logprobs": ["object round?"]}"#, "fake");
     let out = dir.path().join("scores");
-    let run = ok(&mut label(
-        &spec,
-        &aspects,
-        &fake.url,
-        &out,
-        &["--retries", "2", "--backoff", "0.01"],
-    ));
+    let run = ok(&mut label(&spec, &aspects, &fake.url, &out, &[]));
     let s = Store::read(&out);
     for row in 0..s.image_ids.len() {
         for q in 0..6 {
@@ -448,21 +467,27 @@ fn a_reply_without_logprobs_is_retried_then_missing_never_a_guess() {
     }
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("6 missing"), "{stderr}");
-    // Asked three times each (the first try and 2 retries), as any unusable reply is.
+    // Asked once each: a retry would get the same reply after seconds of backoff.
     let recs = records(&record);
     let held_back = recs
         .iter()
         .filter(|r| r["response"]["choices"][0].get("logprobs").is_none())
         .count();
-    assert_eq!((held_back, recs.len()), (6 * 3, 30 + 18));
+    assert_eq!((held_back, recs.len()), (6, 36));
 
-    // When no request has ever got logprobs the server cannot do the job: the run stops with
-    // the reason instead of storing a dataset of missing pairs.
-    let (fake, _) = fake_server(dir.path(), r#"{"no_logprobs": ["?"]}"#, "never");
+    // A server that drops logprobs from ordinary answers cannot do the job: those are retried
+    // (they may be a proxy's fault), and when none has ever come back the run stops with the
+    // reason instead of storing a dataset of missing pairs.
+    let (plain, _) = fake_server(dir.path(), "{}", "plain");
+    let (proxy, _) = fault_proxy(
+        dir.path(),
+        &plain.url,
+        r#"{"rules":[{"match":"?","always":"nologprobs"}]}"#,
+    );
     let err = user_error(&mut label(
         &spec,
         &aspects,
-        &fake.url,
+        &proxy.url,
         &dir.path().join("never"),
         &["--retries", "1", "--backoff", "0.01"],
     ));
@@ -470,4 +495,74 @@ fn a_reply_without_logprobs_is_retried_then_missing_never_a_guess() {
         err.contains("no request has succeeded") && err.contains("has no logprobs"),
         "{err}"
     );
+}
+
+#[test]
+fn the_real_servers_reply_held_back_for_half_a_character_is_missing_at_once() {
+    // Two of `makd bench label --mode image`'s synthetic images make the tiny model sample a
+    // byte token that is not valid UTF-8 on its own for one question each; llama.cpp then answers
+    // without logprobs. Same images, same questions, through `makd label`, the fault proxy (no
+    // faults) recording what the server sent.
+    let Some(_one) = ready("the_real_servers_reply_without_logprobs") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("images");
+    for (class, i) in [("six", 6), ("nine", 9)] {
+        for split in ["train", "test"] {
+            let d = root.join(split).join(class);
+            std::fs::create_dir_all(&d).unwrap();
+            let s = makd::bench::synthetic_sample(i, 28).image;
+            image::GrayImage::from_raw(s.width, s.height, s.pixels)
+                .unwrap()
+                .save(d.join("synthetic.png"))
+                .unwrap();
+        }
+    }
+    let qs = dir.path().join("questions.txt");
+    let (fabric, cold) = (
+        "Is the object made of soft fabric?",
+        "Is the object usually worn outdoors in cold weather?",
+    );
+    std::fs::write(&qs, format!("{fabric}\n{cold}\n")).unwrap();
+    let spec = format!("imagefolder:{}", root.display());
+    let aspects = dir.path().join("aspects.json");
+    ok(makd()
+        .args(["aspects", "import"])
+        .arg(&qs)
+        .args(["--dataset", &spec, "--out"])
+        .arg(&aspects));
+    let server = tiny_vlm_server(2);
+    let (proxy, record) = fault_proxy(dir.path(), &server.url, r#"{"rules":[]}"#);
+    let out = dir.path().join("scores");
+    ok(&mut label(&spec, &aspects, &proxy.url, &out, &[]));
+    let s = Store::read(&out);
+    let (six, nine) = (s.row("/six/synthetic.png"), s.row("/nine/synthetic.png"));
+    let held_back = [(six, 0), (nine, 1)];
+    for row in [six, nine] {
+        for q in 0..2 {
+            let (p, st) = s.get(row, q);
+            if held_back.contains(&(row, q)) {
+                assert_eq!(st, 2, "{} q{q}", s.image_ids[row]);
+                assert!(p.is_nan());
+            } else {
+                assert_eq!(st, 0, "{} q{q}", s.image_ids[row]);
+            }
+        }
+    }
+    // What the server sent: each pair asked once (default --retries 5 would have asked the two
+    // held-back ones 6 times, 8 to 15 s of backoff each), the two a choice whose text is U+FFFD
+    // and that has no logprobs.
+    let recs = records(&record);
+    let without: Vec<_> = recs
+        .iter()
+        .filter(|r| r["response"]["choices"][0].get("logprobs").is_none())
+        .collect();
+    assert_eq!((without.len(), recs.len()), (2, 4), "{recs:?}");
+    for r in without {
+        assert_eq!(
+            r["response"]["choices"][0]["message"]["content"],
+            "\u{fffd}"
+        );
+    }
 }
