@@ -42,7 +42,7 @@ const QUESTIONS: [&str; 6] = [
 /// An ImageFolder of the fixture's four images plus a gray one (the PNG makd sends has one
 /// channel) and a large RGB one (tiled into a grid plus thumbnail), and its aspect set, made with
 /// `makd aspects import` as a user would. Returns (dataset spec, aspects.json).
-fn dataset(dir: &Path) -> (String, PathBuf) {
+fn dataset(dir: &Path, questions: &[&str]) -> (String, PathBuf) {
     let root = dir.join("images");
     for (class, files) in [("alpha", [0, 3]), ("beta", [1, 2])] {
         for split in ["train", "test"] {
@@ -76,7 +76,7 @@ fn dataset(dir: &Path) -> (String, PathBuf) {
     .save(root.join("train/beta/large.png"))
     .unwrap();
     let qs = dir.join("questions.txt");
-    std::fs::write(&qs, QUESTIONS.join("\n")).unwrap();
+    std::fs::write(&qs, questions.join("\n")).unwrap();
     let spec = format!("imagefolder:{}", root.display());
     let aspects = dir.join("aspects.json");
     ok(makd()
@@ -243,7 +243,7 @@ fn image_mode_answers_every_pair_and_matches_transformers_where_the_server_tiles
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (spec, aspects) = dataset(dir.path());
+    let (spec, aspects) = dataset(dir.path(), &QUESTIONS);
     let server = tiny_vlm_server(4);
     let out = dir.path().join("scores");
     let run = ok(&mut label(&spec, &aspects, &server.url, &out, &[]));
@@ -295,70 +295,76 @@ fn kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (spec, aspects) = dataset(dir.path());
+    // 18 questions: a run one request at a time then lasts several of the log's 2 s batches.
+    let more: Vec<String> = [
+        "metal", "red", "alive", "edible", "heavy", "old", "wet", "loud",
+    ]
+    .iter()
+    .flat_map(|w| [format!("Is the object {w}?"), format!("Is it ever {w}?")])
+    .take(12)
+    .collect();
+    let questions: Vec<&str> = QUESTIONS
+        .iter()
+        .copied()
+        .chain(more.iter().map(String::as_str))
+        .collect();
+    let (spec, aspects) = dataset(dir.path(), &questions);
     let server = tiny_vlm_server(4);
     let straight = dir.path().join("straight");
-    let t0 = Instant::now();
     ok(&mut label(&spec, &aspects, &server.url, &straight, &[]));
-    let took = t0.elapsed();
-    let total = 36u64;
+    let total = 6 * 18u64;
 
-    // Random moments: a run is killed after a random part of the time the rest of it should
-    // take, judged from the straight run (reruns find the images in the server's cache and go
-    // faster, so a run may finish first: then the next one gets a shorter delay). The log is
-    // written in batches every 2 s, so a kill loses the answers since the last batch too.
     let resumed = dir.path().join("resumed");
     let log = resumed.join("scores.log");
-    // The interrupted runs send one request at a time: with the images in the server's cache
-    // four at a time finish in about the 2 s the log waits between batches, and a resume under
-    // another schedule than the straight run's must still give its answers.
-    const ONE_AT_A_TIME: &[&str] = &["--concurrency", "1"];
+    // The interrupted runs send one request at a time, so that a run lasts long enough to die
+    // in the middle (four at a time, with the images in the server's cache, a run can finish
+    // within one batch of the log); the resume also runs under another schedule than the
+    // straight run, as it may for a user.
+    const SLOW: &[&str] = &["--concurrency", "1"];
+    // The first kill comes once the log holds some answers but not all: the rerun must pick up
+    // a partly written log. The next two at random moments: a random part of the time the rest
+    // should take at the rate the first run showed (start-up included, so an underestimate). A
+    // kill also loses what was answered since the log's last batch.
     let mut rng = rand::rng();
-    let mut kills = Vec::new();
-    let mut scale = 0.6;
-    for _ in 0..10 {
+    let mut kills: Vec<(u128, u64)> = Vec::new();
+    let mut pairs_per_ms = 0.0f64;
+    for k in 0..3 {
         let left = total - records_in(&log);
-        if kills.len() == 3 || left == 0 {
-            break;
-        }
-        let delay = took.mul_f64(scale * rng.random_range(0.0..1.0) * left as f64 / total as f64);
-        let mut child = label(&spec, &aspects, &server.url, &resumed, ONE_AT_A_TIME)
+        let delay = Duration::from_millis(if k == 0 {
+            0
+        } else {
+            (0.4 * rng.random_range(0.0..1.0) * left as f64 / pairs_per_ms) as u64
+        });
+        let mut child = label(&spec, &aspects, &server.url, &resumed, SLOW)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // The first kill comes once the log holds some answers but not all (the rerun must pick
-        // up a partly written log); the others after the random delay.
-        let first = kills.is_empty();
         let t = Instant::now();
-        while (if first {
+        while (if k == 0 {
             records_in(&log) == 0
         } else {
             t.elapsed() < delay
         }) && child.try_wait().unwrap().is_none()
         {
-            assert!(t.elapsed() < Duration::from_secs(60), "no progress");
+            assert!(t.elapsed() < Duration::from_secs(120), "no progress");
             std::thread::sleep(Duration::from_millis(2));
         }
         child.kill().unwrap(); // SIGKILL; a no-op on a run that has ended
-        if child.wait().unwrap().code().is_some() {
-            scale /= 2.0;
-            continue;
-        }
+        let status = child.wait().unwrap();
+        let at = (t.elapsed().as_millis(), records_in(&log));
+        assert!(
+            status.code().is_none(),
+            "run {k} ended before it was killed: (ms, records) {kills:?} then {at:?}"
+        );
         assert!(!resumed.join("scores.safetensors").exists());
-        kills.push((t.elapsed().as_millis(), records_in(&log)));
+        if k == 0 {
+            assert!(at.1 > 0 && at.1 < total, "{at:?}");
+            pairs_per_ms = at.1 as f64 / at.0.max(1) as f64;
+        }
+        kills.push(at);
     }
-    assert!(
-        kills.len() == 3 && kills[0].1 > 0 && kills[0].1 < total,
-        "want three kills, the first with a partly written log: (ms, records) {kills:?}"
-    );
-    ok(&mut label(
-        &spec,
-        &aspects,
-        &server.url,
-        &resumed,
-        ONE_AT_A_TIME,
-    ));
+    ok(&mut label(&spec, &aspects, &server.url, &resumed, SLOW));
     // Each pair was recorded once: a resumed run asks only what no earlier run recorded.
     assert_eq!(records_in(&log), total, "kills (ms, records) {kills:?}");
     // Not bit-for-bit: the server batches whatever requests are in flight together and reuses its
@@ -379,7 +385,7 @@ fn faults_between_makd_and_the_real_server_in_image_mode_lose_nothing() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (spec, aspects) = dataset(dir.path());
+    let (spec, aspects) = dataset(dir.path(), &QUESTIONS);
     let server = tiny_vlm_server(4);
     let clean = dir.path().join("clean");
     ok(&mut label(&spec, &aspects, &server.url, &clean, &[]));
@@ -448,7 +454,7 @@ fn a_reply_held_back_for_half_a_character_is_missing_at_once_and_no_logprobs_at_
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (spec, aspects) = dataset(dir.path());
+    let (spec, aspects) = dataset(dir.path(), &QUESTIONS);
     let (fake, record) = fake_server(dir.path(), r#"{"no_logprobs": ["object round?"]}"#, "fake");
     let out = dir.path().join("scores");
     let run = ok(&mut label(&spec, &aspects, &fake.url, &out, &[]));
