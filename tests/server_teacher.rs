@@ -1,5 +1,6 @@
 //! The server teacher against a real llama.cpp server (tiny random GGUF), through a
-//! fault-injecting proxy, and against a recording fake server for image-mode requests.
+//! fault-injecting proxy, and against a recording fake server for image-mode requests (the real
+//! multimodal server is tests/server_image.rs).
 //! All traffic stays on 127.0.0.1. See tests/server/harness.rs for what these need.
 
 #[path = "server/harness.rs"]
@@ -360,8 +361,8 @@ fn sample(id: &str, w: u32, h: u32, ch: u8) -> Sample {
 
 #[test]
 fn image_mode_requests_carry_the_png_first_and_questions_consecutively() {
-    // No vision GGUF + mmproj can be built here, so the image path is checked against a
-    // recording fake server: the request format, the order, and P(yes) from its answers.
+    // The request format, the order, and P(yes) from the answers, byte for byte against a
+    // recording fake server (tests/server_image.rs runs image mode against a real one).
     if !have_python("json", "image_mode_requests") {
         return;
     }

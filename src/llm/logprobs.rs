@@ -15,8 +15,9 @@ use serde_json::Value;
 pub enum FirstToken {
     /// (token text, logprob) candidates, most likely first as the server sent them.
     Candidates(Vec<(String, f32)>),
-    /// The model produced no token at all (e.g. end of sequence at once): deterministic, so the
-    /// pair is missing rather than retried.
+    /// The model produced no token at all (e.g. end of sequence at once), or one the server
+    /// will not show (see [`first_token`]): deterministic, so the pair is missing rather than
+    /// retried.
     Empty,
 }
 
@@ -38,10 +39,15 @@ pub fn first_token(resp: &Value) -> Result<FirstToken, String> {
         .get("choices")
         .and_then(|c| c.get(0))
         .ok_or("the response has no choices")?;
-    let lp = choice
-        .get("logprobs")
-        .filter(|v| !v.is_null())
-        .ok_or("the response has no logprobs (does the server support logprobs / top_logprobs?)")?;
+    let Some(lp) = choice.get("logprobs").filter(|v| !v.is_null()) else {
+        if holds_back_an_incomplete_character(choice) {
+            return Ok(FirstToken::Empty);
+        }
+        return Err(
+            "the response has no logprobs (does the server support logprobs / top_logprobs?)"
+                .into(),
+        );
+    };
     let mut out = Vec::new();
     if let Some(content) = lp.get("content").and_then(Value::as_array) {
         let Some(first) = content.first() else {
@@ -86,6 +92,21 @@ pub fn first_token(resp: &Value) -> Result<FirstToken, String> {
         return Err("logprobs holds no candidates".into());
     }
     Ok(FirstToken::Candidates(out))
+}
+
+/// llama.cpp keeps a sampled token that is an incomplete UTF-8 sequence back until a next token
+/// completes it; with `max_tokens: 1` none comes, and the choice ends (`finish_reason: length`)
+/// with U+FFFD as its text and no logprobs at all. At temperature 0 every retry gets the same, so
+/// retrying only costs the backoff (seconds per pair): the first token is simply not Yes or No.
+fn holds_back_an_incomplete_character(choice: &Value) -> bool {
+    let text = choice
+        .pointer("/message/content")
+        .or_else(|| choice.get("text"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    choice.get("finish_reason").and_then(Value::as_str) == Some("length")
+        && !text.is_empty()
+        && text.chars().all(|c| c == '\u{fffd}')
 }
 
 /// The generated text of a chat (`message.content`) or completion (`text`) response.
@@ -154,6 +175,17 @@ mod tests {
             first_token(&json!({"choices":[{"logprobs":{"content":[]}}]})).unwrap(),
             FirstToken::Empty
         );
+        // llama.cpp's reply when the one token is half a character: deterministic, not retried.
+        let held = json!({"choices":[{"index":0,"finish_reason":"length",
+            "message":{"role":"assistant","content":"\u{fffd}"}}]});
+        assert_eq!(first_token(&held).unwrap(), FirstToken::Empty);
+        // A real text without logprobs (a server that ignores the option) stays an error, and
+        // so does U+FFFD where the answer did not end at the token cap.
+        let ignored = json!({"choices":[{"finish_reason":"length","message":{"content":"Yes"}}]});
+        assert!(first_token(&ignored).is_err());
+        let stopped =
+            json!({"choices":[{"finish_reason":"stop","message":{"content":"\u{fffd}"}}]});
+        assert!(first_token(&stopped).is_err());
         assert_eq!(
             text(&json!({"choices":[{"message":{"content":"hi"}}]})).unwrap(),
             "hi"

@@ -5,6 +5,10 @@ generation with canned model text (a random model writes no questions).
 
 - A yes/no request (logprobs asked for) gets `Yes` / ` No` / `The` candidates whose logprobs are
   derived from a SHA-256 of the request's text, so answers differ per question and image.
+- A yes/no request whose text contains one of the config's `no_logprobs` substrings gets what
+  llama.cpp's chat endpoint sends when the one sampled token is an incomplete UTF-8 sequence: the
+  choice with content U+FFFD and no `logprobs` at all (as tiny-vlm-server answered for 2 of
+  `makd bench label --mode image`'s 80 pairs). It is deterministic, as it is on the real server.
 - Any other request gets the next text of `texts` from the config (the last one repeats).
 Every exchange is appended to --record FILE as {"request", "response"} JSON lines.
 
@@ -54,6 +58,12 @@ def yes_no_response(body):
     }
 
 
+def held_back_utf8_response():
+    return {"object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "\ufffd"},
+                         "finish_reason": "length"}]}
+
+
 def text_response(cfg):
     texts = cfg.get("texts", ["(no text configured)"])
     with LOCK:
@@ -74,7 +84,9 @@ def make_handler(cfg, record):
 
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-            if body.get("logprobs"):
+            if body.get("logprobs") and any(m in prompt_text(body) for m in cfg.get("no_logprobs", [])):
+                resp = held_back_utf8_response()
+            elif body.get("logprobs"):
                 resp = yes_no_response(body)
             else:
                 resp = text_response(cfg)

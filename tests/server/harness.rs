@@ -76,9 +76,14 @@ impl Drop for Spawned {
 impl Spawned {
     /// Run `python() script args…` and wait for its `READY <url>` line.
     pub fn start(script_name: &str, args: &[&str]) -> Spawned {
-        let mut child = Command::new(python())
-            .arg(script(script_name))
-            .args(args)
+        let mut cmd = Command::new(python());
+        cmd.arg(script(script_name)).args(args);
+        Spawned::spawn(cmd, script_name)
+    }
+
+    /// Run `cmd` (named `script_name` in messages) and wait for its `READY <url>` line.
+    pub fn spawn(mut cmd: Command, script_name: &str) -> Spawned {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -139,6 +144,17 @@ pub fn llama_server_slots(dir: &Path, slots: usize) -> Spawned {
         "llama_server.py",
         &[model.to_str().unwrap(), "--slots", &slots],
     )
+}
+
+/// `scripts/tiny-vlm-server 0 --slots N`, started as the README tells a user to: the tiny random
+/// InternVL of tests/fixtures/internvl behind llama.cpp's multimodal server, as model `tiny-vlm`
+/// (its GGUFs are built into target/tiny-vlm/ on first use). Needs xllamacpp, gguf and numpy.
+pub fn tiny_vlm_server(slots: usize) -> Spawned {
+    let mut cmd =
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tiny-vlm-server"));
+    cmd.env("MAKD_PYTHON", python())
+        .args(["0", "--slots", &slots.to_string()]);
+    Spawned::spawn(cmd, "scripts/tiny-vlm-server")
 }
 
 /// The fault proxy in front of `upstream` with `rules` (JSON text); records clean exchanges.
