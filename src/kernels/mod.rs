@@ -543,7 +543,8 @@ impl CustomOp3 for NormOp {
 }
 
 /// Evaluation-mode batch norm with its activation, `act(x · scale_c + shift_c)`, in one pass.
-/// Forward only: nothing trains through the running statistics.
+/// The gradient flows to `x` only (what a saliency map or a receptive-field probe asks for):
+/// nothing trains through the running statistics, and training runs in training mode.
 struct EvalNormOp {
     coef: Vec<(f32, f32)>,
     act: Act,
@@ -558,6 +559,23 @@ impl CustomOp1 for EvalNormOp {
         let x = f32_data(xs, xl, self.name())?;
         let y = norm::apply(&norm_geom(xl.dims()), x, &self.coef, self.act);
         Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let name = self.name();
+        let grad = grad.contiguous()?;
+        let dx = with_f32(x, name, |xd| {
+            with_f32(&grad, name, |dy| {
+                Ok(norm::apply_backward(
+                    &norm_geom(x.dims()),
+                    xd,
+                    dy,
+                    &self.coef,
+                    self.act,
+                ))
+            })
+        })?;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
 }
 

@@ -209,6 +209,39 @@ pub(crate) fn apply(g: &NormGeom, x: &[f32], coef: &[(f32, f32)], act: Act) -> V
 }
 
 multiversion! {
+    fn plane_eval_grad(x: &[f32], dy: &[f32], a: f32, b: f32, act: Act, dx: &mut [f32]) {
+        with_act!(act, |act| {
+            for ((o, &xv), &dv) in dx.iter_mut().zip(x).zip(dy) {
+                *o = a * act.grad(xv * a + b, dv);
+            }
+        })
+    }
+}
+
+/// The input gradient of [`apply`] with fixed coefficients (evaluation mode, running
+/// statistics): `dx = scale_c · act'(z) · dy`.
+pub(crate) fn apply_backward(
+    g: &NormGeom,
+    x: &[f32],
+    dy: &[f32],
+    coef: &[(f32, f32)],
+    act: Act,
+) -> Vec<f32> {
+    let mut dx = vec![0f32; x.len()];
+    if g.hw == 0 {
+        return dx;
+    }
+    dx.par_chunks_mut(g.hw)
+        .zip(x.par_chunks(g.hw).zip(dy.par_chunks(g.hw)))
+        .enumerate()
+        .for_each(|(pl, (dp, (xp, gp)))| {
+            let (a, b) = coef[pl % g.c];
+            plane_eval_grad(xp, gp, a, b, act, dp);
+        });
+    dx
+}
+
+multiversion! {
     /// Σ dy' and Σ dy'·(x − mean) over a plane, where dy' = dy · act'(z) is the gradient at the
     /// batch norm's output `z = x · a + b` (recomputed here rather than stored).
     fn plane_grad_sums(x: &[f32], dy: &[f32], mean: f32, a: f32, b: f32, act: Act) -> (f64, f64) {

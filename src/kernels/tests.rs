@@ -590,10 +590,11 @@ fn eval_batch_norm_fuses_every_activation() {
         .unwrap();
         bn.forward_t(&x, true).unwrap();
     }
-    let x = Tensor::from_vec(uniform(2 * 3 * 4 * 4, 60), (2, 3, 4, 4), &Device::Cpu)
-        .unwrap()
-        .affine(12.0, 2.0)
-        .unwrap();
+    let xv: Vec<f32> = uniform(2 * 3 * 4 * 4, 60)
+        .into_iter()
+        .map(|v| v * 12.0 + 2.0)
+        .collect();
+    let x = var(xv, &[2, 3, 4, 4]);
     let scale = (bn.running_var() + 1e-5)
         .unwrap()
         .sqrt()
@@ -604,14 +605,22 @@ fn eval_batch_norm_fuses_every_activation() {
         .unwrap();
     let shift = (bn.bias() - bn.running_mean().mul(&scale).unwrap()).unwrap();
     let affine = x
+        .as_tensor()
         .broadcast_mul(&scale.reshape((1, 3, 1, 1)).unwrap())
         .unwrap()
         .broadcast_add(&shift.reshape((1, 3, 1, 1)).unwrap())
         .unwrap();
+    let r = uniform(96, 61);
     for act in [Act::None, Act::Relu, Act::Relu6, Act::Silu] {
-        let ours = values(&bn.forward_act_t(&x, false, act).unwrap());
-        let want = f64s(&values(&act.apply(&affine).unwrap()));
-        assert_close(&format!("eval {act:?}"), &ours, &want, 1e-5);
+        let ours = bn.forward_act_t(x.as_tensor(), false, act).unwrap();
+        let theirs = act.apply(&affine).unwrap();
+        let what = format!("eval {act:?}");
+        assert_close(&what, &values(&ours), &f64s(&values(&theirs)), 1e-5);
+        // The input gradient (a saliency map or a receptive-field probe backpropagates
+        // through an eval-mode network).
+        let g_ours = grads_of(&ours, &r, &[&x]);
+        let g_theirs = grads_of(&theirs, &r, &[&x]);
+        assert_close(&format!("{what} dx"), &g_ours[0], &f64s(&g_theirs[0]), 1e-5);
     }
 }
 
