@@ -29,14 +29,15 @@
 //!   question's remainder packed end to end against them.
 
 use super::qwen3_vl::{
-    apply, attend, attend_packed, full_attention, image_span, linear, rms_norm, safetensors_files,
+    apply, full_attention, image_span, layer_norm, linear, read_config_json, safetensors_files,
     splice, RandomWeights,
 };
+use super::qwen_decoder::{DecoderShape, Generation, KvCache, QwenDecoder};
 use super::vl_image::{level_tables, resize_bicubic_u8};
 use crate::data::RawImage;
-use crate::error::{input, IoContext, Result};
-use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
-use candle_nn::{LayerNorm, Linear, RmsNorm, VarBuilder};
+use crate::error::{input, Result};
+use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
 use serde_json::Value;
 use std::path::Path;
 
@@ -152,15 +153,7 @@ fn text_str<'a>(o: &'a Value, k: &str, default: &'a str) -> &'a str {
 impl InternVlConfig {
     /// Read `config.json` of an InternVL folder of either layout.
     pub fn from_file(path: &Path) -> Result<InternVlConfig> {
-        let text = std::fs::read_to_string(path).at(path)?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| {
-            input(
-                format!("not valid JSON: {e}"),
-                path.display().to_string(),
-                "expected a Hugging Face config.json",
-            )
-        })?;
-        Self::from_json(&v, &path.display().to_string())
+        Self::from_json(&read_config_json(path)?, &path.display().to_string())
     }
 
     /// Keys this model does not use are ignored (the file is the checkpoint's, not ours); a
@@ -414,6 +407,19 @@ impl InternVlConfig {
                 layers_used: 24,
             },
             image_token_id: Some(151667),
+        }
+    }
+
+    pub(super) fn decoder_shape(&self) -> DecoderShape {
+        DecoderShape {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: self.num_attention_heads,
+            num_key_value_heads: self.num_key_value_heads,
+            head_dim: self.head_dim,
+            rms_norm_eps: self.rms_norm_eps,
         }
     }
 
@@ -718,21 +724,9 @@ struct VitBlock {
     fc2: Linear,
 }
 
-struct TextLayer {
-    in_norm: RmsNorm,
-    post_norm: RmsNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
-}
-
 /// Keys and values of a shared prompt prefix, per text layer `[1, kv heads, len, head dim]`.
 pub struct Prefix {
-    kv: Vec<(Tensor, Tensor)>,
+    kv: KvCache,
     pub len: usize,
     /// Log-probabilities of the token after the prefix (`[vocab]`).
     pub last_logprobs: Tensor,
@@ -750,18 +744,7 @@ pub struct InternVl {
     proj_norm: LayerNorm,
     proj1: Linear,
     proj2: Linear,
-    embed: Tensor,
-    layers: Vec<TextLayer>,
-    norm: RmsNorm,
-    lm_head: Tensor,
-}
-
-fn layer_norm_eps(vb: &VarBuilder, n: usize, eps: f64) -> candle_core::Result<LayerNorm> {
-    Ok(LayerNorm::new(
-        vb.get(n, "weight")?,
-        vb.get(n, "bias")?,
-        eps,
-    ))
+    text: QwenDecoder,
 }
 
 impl InternVl {
@@ -861,8 +844,8 @@ impl InternVl {
             };
             let blk = if orig {
                 VitBlock {
-                    norm1: layer_norm_eps(&b.pp("norm1"), vh, eps)?,
-                    norm2: layer_norm_eps(&b.pp("norm2"), vh, eps)?,
+                    norm1: layer_norm(&b.pp("norm1"), vh, eps)?,
+                    norm2: layer_norm(&b.pp("norm2"), vh, eps)?,
                     qkv: linear(&b.pp("attn.qkv"), vh, 3 * vh, c.qkv_bias)?,
                     proj: linear(&b.pp("attn.proj"), vh, vh, true)?,
                     ls1: b.get(vh, "ls1")?,
@@ -885,8 +868,8 @@ impl InternVl {
                     None
                 };
                 VitBlock {
-                    norm1: layer_norm_eps(&b.pp("layernorm_before"), vh, eps)?,
-                    norm2: layer_norm_eps(&b.pp("layernorm_after"), vh, eps)?,
+                    norm1: layer_norm(&b.pp("layernorm_before"), vh, eps)?,
+                    norm2: layer_norm(&b.pp("layernorm_after"), vh, eps)?,
                     qkv: Linear::new(w, bias),
                     proj: linear(&a.pp("projection_layer"), vh, vh, true)?,
                     ls1: b.get(vh, "lambda_1")?,
@@ -903,44 +886,30 @@ impl InternVl {
         let m = vb.pp(projector);
         let (proj_norm, proj1, proj2) = if orig {
             (
-                layer_norm_eps(&m.pp("0"), wide, 1e-5)?,
+                layer_norm(&m.pp("0"), wide, 1e-5)?,
                 linear(&m.pp("1"), wide, h, true)?,
                 linear(&m.pp("3"), h, h, true)?,
             )
         } else {
             (
-                layer_norm_eps(&m.pp("layer_norm"), wide, 1e-5)?,
+                layer_norm(&m.pp("layer_norm"), wide, 1e-5)?,
                 linear(&m.pp("linear_1"), wide, h, true)?,
                 linear(&m.pp("linear_2"), h, h, true)?,
             )
         };
-        let tv = vb.pp(text);
-        let (q, kv) = (
-            cfg.num_attention_heads * cfg.head_dim,
-            cfg.num_key_value_heads * cfg.head_dim,
-        );
-        let embed = tv.pp("embed_tokens").get((cfg.vocab_size, h), "weight")?;
-        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-        for i in 0..cfg.num_hidden_layers {
-            let l = tv.pp("layers").pp(i);
-            layers.push(TextLayer {
-                in_norm: rms_norm(&l.pp("input_layernorm"), h, cfg.rms_norm_eps)?,
-                post_norm: rms_norm(&l.pp("post_attention_layernorm"), h, cfg.rms_norm_eps)?,
-                q: linear(&l.pp("self_attn.q_proj"), h, q, true)?,
-                k: linear(&l.pp("self_attn.k_proj"), h, kv, true)?,
-                v: linear(&l.pp("self_attn.v_proj"), h, kv, true)?,
-                o: linear(&l.pp("self_attn.o_proj"), q, h, false)?,
-                gate: linear(&l.pp("mlp.gate_proj"), h, cfg.intermediate_size, false)?,
-                up: linear(&l.pp("mlp.up_proj"), h, cfg.intermediate_size, false)?,
-                down: linear(&l.pp("mlp.down_proj"), cfg.intermediate_size, h, false)?,
-            });
-        }
-        let norm = rms_norm(&tv.pp("norm"), h, cfg.rms_norm_eps)?;
-        let lm_head = if cfg.tie_word_embeddings {
-            embed.clone()
-        } else {
-            vb.pp(head).get((cfg.vocab_size, h), "weight")?
-        };
+        let text = QwenDecoder::load(
+            &vb.pp(text),
+            &cfg.decoder_shape(),
+            Generation::Qwen2,
+            |embed| {
+                if cfg.tie_word_embeddings {
+                    Ok(embed.clone())
+                } else {
+                    vb.pp(head).get((cfg.vocab_size, h), "weight")
+                }
+            },
+            &|| (),
+        )?;
         Ok(InternVl {
             cfg,
             device,
@@ -953,10 +922,7 @@ impl InternVl {
             proj_norm,
             proj1,
             proj2,
-            embed,
-            layers,
-            norm,
-            lm_head,
+            text,
         })
     }
 
@@ -1102,8 +1068,7 @@ impl InternVl {
         image: Option<&Tensor>,
     ) -> candle_core::Result<Prefix> {
         let t = ids.len();
-        let idt = Tensor::new(ids, &self.device)?;
-        let mut x = self.embed.index_select(&idt, 0)?;
+        let mut x = self.text.embed(ids)?;
         if let (Some((s, e)), Some(img)) = (span, image) {
             if img.dim(0)? != e - s {
                 candle_core::bail!(
@@ -1114,94 +1079,23 @@ impl InternVl {
             }
             x = splice(&x, s, e, &img.to_dtype(self.dtype)?)?;
         }
-        let mut x = x.unsqueeze(0)?;
         let (cos, sin) = self.rope(0, &[t])?;
-        let mut kv = Vec::with_capacity(self.layers.len());
-        for l in &self.layers {
-            let (q, k, v) = self.qkv(l, &x, &cos, &sin)?;
-            let o = attend(&q, &k, &v, self.cfg.head_dim)?;
-            x = self.finish_layer(l, &x, &o)?;
-            kv.push((k, v));
-        }
-        let last = x.i((0, t - 1))?.unsqueeze(0)?;
+        let (kv, lp) = self
+            .text
+            .prefill(x.unsqueeze(0)?, &cos, &sin, |_, x| Ok(x))?;
         Ok(Prefix {
             kv,
             len: t,
-            last_logprobs: self.logprobs(&last)?.squeeze(0)?,
+            last_logprobs: lp,
         })
     }
 
     /// Next-token log-probabilities (`[batch, vocab]`, f32) after each text suffix, every suffix
     /// continuing `prefix`; the suffixes run packed end to end, without padding.
     pub fn suffix_logprobs(&self, prefix: &Prefix, suffixes: &[Vec<u32>]) -> Result<Tensor> {
-        Ok(self.suffix_inner(prefix, suffixes)?)
-    }
-
-    fn suffix_inner(&self, prefix: &Prefix, suffixes: &[Vec<u32>]) -> candle_core::Result<Tensor> {
-        if suffixes.is_empty() || suffixes.iter().any(Vec::is_empty) {
-            candle_core::bail!("every suffix needs at least one token");
-        }
-        let lens: Vec<usize> = suffixes.iter().map(Vec::len).collect();
-        let flat: Vec<u32> = suffixes.concat();
-        let total = flat.len();
-        let idt = Tensor::from_vec(flat, total, &self.device)?;
-        let mut x = self.embed.index_select(&idt, 0)?.unsqueeze(0)?;
-        let (cos, sin) = self.rope(prefix.len, &lens)?;
-        for (l, (pk, pv)) in self.layers.iter().zip(&prefix.kv) {
-            let (q, k, v) = self.qkv(l, &x, &cos, &sin)?;
-            let o = attend_packed(&q, (pk, pv), &k, &v, &lens, self.cfg.head_dim)?;
-            x = self.finish_layer(l, &x, &o)?;
-        }
-        let rows: Vec<u32> = lens
-            .iter()
-            .scan(0usize, |end, &n| {
-                *end += n;
-                Some((*end - 1) as u32)
-            })
-            .collect();
-        let rows = Tensor::new(rows.as_slice(), &self.device)?;
-        let last = x.squeeze(0)?.index_select(&rows, 0)?;
-        self.logprobs(&last)
-    }
-
-    fn qkv(
-        &self,
-        l: &TextLayer,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-        let (b, t, _) = x.dims3()?;
-        let hd = self.cfg.head_dim;
-        let y = l.in_norm.forward(x)?;
-        let split = |lin: &Linear, heads: usize| -> candle_core::Result<Tensor> {
-            apply(lin, &y)?
-                .reshape((b, t, heads, hd))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let q = split(&l.q, self.cfg.num_attention_heads)?;
-        let k = split(&l.k, self.cfg.num_key_value_heads)?;
-        let v = split(&l.v, self.cfg.num_key_value_heads)?;
-        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
-        Ok((q, k, v))
-    }
-
-    fn finish_layer(&self, l: &TextLayer, x: &Tensor, o: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        let o = o.transpose(1, 2)?.reshape((b, t, ()))?;
-        let x = (x + apply(&l.o, &o)?)?;
-        let y = l.post_norm.forward(&x)?;
-        let g = apply(&l.gate, &y)?.silu()?;
-        let u = apply(&l.up, &y)?;
-        &x + apply(&l.down, &(g * u)?)?
-    }
-
-    fn logprobs(&self, h: &Tensor) -> candle_core::Result<Tensor> {
-        let h = self.norm.forward(h)?;
-        let logits = h.matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)?;
-        candle_nn::ops::log_softmax(&logits, D::Minus1)
+        Ok(self
+            .text
+            .suffix_logprobs(&prefix.kv, suffixes, |lens| self.rope(prefix.len, lens))?)
     }
 }
 

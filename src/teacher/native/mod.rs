@@ -12,6 +12,7 @@ pub mod gguf_text;
 pub mod internvl;
 pub mod internvl_teacher;
 pub mod qwen3_vl;
+mod qwen_decoder;
 pub mod tokenizer;
 pub mod vl;
 pub mod vl_image;

@@ -26,8 +26,9 @@
 //!   end to end (no padding), each attending to the shared prefix and its own past, and returns the
 //!   next-token log-probabilities at each suffix's last real token.
 
+use super::qwen_decoder::{DecoderShape, Generation, KvCache, QwenDecoder};
 use crate::error::{input, IoContext, Result};
-use candle_core::{DType, Device, IndexOp, Module, Shape, Tensor, D};
+use candle_core::{DType, Device, IndexOp, Module, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{LayerNorm, Linear, RmsNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
@@ -77,15 +78,7 @@ impl Qwen3VlConfig {
     /// Read `config.json` of a Hugging Face Qwen3-VL folder. Keys this model does not use are
     /// ignored (the file is Hugging Face's, not ours); missing required ones are errors.
     pub fn from_file(path: &Path) -> Result<Qwen3VlConfig> {
-        let text = std::fs::read_to_string(path).at(path)?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| {
-            input(
-                format!("not valid JSON: {e}"),
-                path.display().to_string(),
-                "expected a Hugging Face config.json",
-            )
-        })?;
-        Self::from_json(&v, &path.display().to_string())
+        Self::from_json(&read_config_json(path)?, &path.display().to_string())
     }
 
     pub fn from_json(v: &Value, at: &str) -> Result<Qwen3VlConfig> {
@@ -315,6 +308,19 @@ impl Qwen3VlConfig {
         c
     }
 
+    pub(super) fn decoder_shape(&self) -> DecoderShape {
+        DecoderShape {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: self.num_attention_heads,
+            num_key_value_heads: self.num_key_value_heads,
+            head_dim: self.head_dim,
+            rms_norm_eps: self.rms_norm_eps,
+        }
+    }
+
     /// FLOPs (matmuls only) of a text prefill of `t` new tokens attending to `past` earlier ones,
     /// with `rows_out` rows through the vocabulary head: the benchmark's ceiling model.
     pub fn text_flops(&self, t: usize, past: usize, rows_out: usize) -> f64 {
@@ -369,6 +375,18 @@ impl Qwen3VlConfig {
     }
 }
 
+/// A Hugging Face `config.json` as JSON (an unreadable or malformed file is an input error).
+pub(super) fn read_config_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).at(path)?;
+    serde_json::from_str(&text).map_err(|e| {
+        input(
+            format!("not valid JSON: {e}"),
+            path.display().to_string(),
+            "expected a Hugging Face config.json",
+        )
+    })
+}
+
 /// Every `*.safetensors` file of a model folder (one file or shards), sorted; none is an error.
 pub(super) fn safetensors_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
@@ -402,11 +420,11 @@ pub(super) fn linear(
     Ok(Linear::new(w, b))
 }
 
-pub(super) fn layer_norm(vb: &VarBuilder, size: usize) -> candle_core::Result<LayerNorm> {
+pub(super) fn layer_norm(vb: &VarBuilder, size: usize, eps: f64) -> candle_core::Result<LayerNorm> {
     Ok(LayerNorm::new(
         vb.get(size, "weight")?,
         vb.get(size, "bias")?,
-        1e-6,
+        eps,
     ))
 }
 
@@ -446,7 +464,11 @@ impl Merger {
     fn load(vb: VarBuilder, c: &VisionConfig, postshuffle: bool) -> candle_core::Result<Merger> {
         let m = c.hidden_size * c.spatial_merge_size * c.spatial_merge_size;
         Ok(Merger {
-            norm: layer_norm(&vb.pp("norm"), if postshuffle { m } else { c.hidden_size })?,
+            norm: layer_norm(
+                &vb.pp("norm"),
+                if postshuffle { m } else { c.hidden_size },
+                1e-6,
+            )?,
             fc1: linear(&vb.pp("linear_fc1"), m, m, true)?,
             fc2: linear(&vb.pp("linear_fc2"), m, c.out_hidden_size, true)?,
             postshuffle,
@@ -473,24 +495,10 @@ pub struct VisionOut {
     pub grid: [usize; 3],
 }
 
-struct TextLayer {
-    in_norm: RmsNorm,
-    post_norm: RmsNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    q_norm: RmsNorm,
-    k_norm: RmsNorm,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
-}
-
 /// Keys and values of a shared prompt prefix, per text layer `[1, kv heads, len, head dim]`,
 /// and the MRoPE position the next token takes.
 pub struct Prefix {
-    kv: Vec<(Tensor, Tensor)>,
+    kv: KvCache,
     pub len: usize,
     pub next_pos: u32,
     /// Log-probabilities of the token after the prefix (`[vocab]`).
@@ -508,11 +516,7 @@ pub struct Qwen3Vl {
     blocks: Vec<VisionBlock>,
     merger: Merger,
     deepstack: Vec<Merger>,
-    // text
-    embed: Tensor,
-    layers: Vec<TextLayer>,
-    norm: RmsNorm,
-    lm_head: Tensor,
+    text: QwenDecoder,
 }
 
 impl Qwen3Vl {
@@ -587,8 +591,8 @@ impl Qwen3Vl {
             let b = vv.pp("blocks").pp(i);
             let h = c.hidden_size;
             blocks.push(VisionBlock {
-                norm1: layer_norm(&b.pp("norm1"), h)?,
-                norm2: layer_norm(&b.pp("norm2"), h)?,
+                norm1: layer_norm(&b.pp("norm1"), h, 1e-6)?,
+                norm2: layer_norm(&b.pp("norm2"), h, 1e-6)?,
                 qkv: linear(&b.pp("attn.qkv"), h, 3 * h, true)?,
                 proj: linear(&b.pp("attn.proj"), h, h, true)?,
                 fc1: linear(&b.pp("mlp.linear_fc1"), h, c.intermediate_size, true)?,
@@ -601,38 +605,23 @@ impl Qwen3Vl {
             .map(|i| Merger::load(vv.pp("deepstack_merger_list").pp(i), c, true))
             .collect::<candle_core::Result<Vec<_>>>()?;
 
-        let tv = vb.pp("model").pp("language_model");
-        let h = cfg.hidden_size;
-        let (q, kv) = (
-            cfg.num_attention_heads * cfg.head_dim,
-            cfg.num_key_value_heads * cfg.head_dim,
-        );
-        let embed = tv.pp("embed_tokens").get((cfg.vocab_size, h), "weight")?;
-        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-        for i in 0..cfg.num_hidden_layers {
-            let l = tv.pp("layers").pp(i);
-            let bias = cfg.attention_bias;
-            layers.push(TextLayer {
-                in_norm: rms_norm(&l.pp("input_layernorm"), h, cfg.rms_norm_eps)?,
-                post_norm: rms_norm(&l.pp("post_attention_layernorm"), h, cfg.rms_norm_eps)?,
-                q: linear(&l.pp("self_attn.q_proj"), h, q, bias)?,
-                k: linear(&l.pp("self_attn.k_proj"), h, kv, bias)?,
-                v: linear(&l.pp("self_attn.v_proj"), h, kv, bias)?,
-                o: linear(&l.pp("self_attn.o_proj"), q, h, bias)?,
-                q_norm: rms_norm(&l.pp("self_attn.q_norm"), cfg.head_dim, cfg.rms_norm_eps)?,
-                k_norm: rms_norm(&l.pp("self_attn.k_norm"), cfg.head_dim, cfg.rms_norm_eps)?,
-                gate: linear(&l.pp("mlp.gate_proj"), h, cfg.intermediate_size, false)?,
-                up: linear(&l.pp("mlp.up_proj"), h, cfg.intermediate_size, false)?,
-                down: linear(&l.pp("mlp.down_proj"), cfg.intermediate_size, h, false)?,
-            });
-            layer_done();
-        }
-        let norm = rms_norm(&tv.pp("norm"), h, cfg.rms_norm_eps)?;
-        let lm_head = if cfg.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
-            embed.clone()
-        } else {
-            vb.pp("lm_head").get((cfg.vocab_size, h), "weight")?
-        };
+        let tied = cfg.tie_word_embeddings && !vb.contains_tensor("lm_head.weight");
+        let text = QwenDecoder::load(
+            &vb.pp("model").pp("language_model"),
+            &cfg.decoder_shape(),
+            Generation::Qwen3 {
+                attention_bias: cfg.attention_bias,
+            },
+            |embed| {
+                if tied {
+                    Ok(embed.clone())
+                } else {
+                    vb.pp("lm_head")
+                        .get((cfg.vocab_size, cfg.hidden_size), "weight")
+                }
+            },
+            layer_done,
+        )?;
         Ok(Qwen3Vl {
             cfg,
             device,
@@ -643,10 +632,7 @@ impl Qwen3Vl {
             blocks,
             merger,
             deepstack,
-            embed,
-            layers,
-            norm,
-            lm_head,
+            text,
         })
     }
 
@@ -875,8 +861,7 @@ impl Qwen3Vl {
         image: Option<&VisionOut>,
     ) -> candle_core::Result<Prefix> {
         let t = ids.len();
-        let idt = Tensor::new(ids, &self.device)?;
-        let mut x = self.embed.index_select(&idt, 0)?;
+        let mut x = self.text.embed(ids)?;
         let mut ds: Option<(usize, usize, &[Tensor])> = None;
         if let (Some((s, e)), Some(v)) = (span, image) {
             if v.embeds.dim(0)? != e - s {
@@ -889,24 +874,16 @@ impl Qwen3Vl {
             x = splice(&x, s, e, &v.embeds.to_dtype(self.dtype)?)?;
             ds = Some((s, e, &v.deepstack));
         }
-        let mut x = x.unsqueeze(0)?;
         let (cos, sin) = self.mrope(pos)?;
-        let mut kv = Vec::with_capacity(self.layers.len());
-        for (i, l) in self.layers.iter().enumerate() {
-            let (q, k, v) = self.qkv(l, &x, &cos, &sin)?;
-            let o = attend(&q, &k, &v, self.cfg.head_dim)?;
-            x = self.finish_layer(l, &x, &o)?;
-            kv.push((k, v));
-            if let Some((s, e, feats)) = ds {
-                if let Some(f) = feats.get(i) {
-                    let x2 = x.squeeze(0)?;
-                    let add = (x2.narrow(0, s, e - s)? + f.to_dtype(self.dtype)?)?;
-                    x = splice(&x2, s, e, &add)?.unsqueeze(0)?;
-                }
-            }
-        }
-        let last = x.i((0, t - 1))?.unsqueeze(0)?;
-        let lp = self.logprobs(&last)?.squeeze(0)?;
+        // After decoder layer `i`, the `i`-th DeepStack feature joins the image tokens' states.
+        let (kv, lp) = self.text.prefill(x.unsqueeze(0)?, &cos, &sin, |i, x| {
+            let Some((s, e, f)) = ds.and_then(|(s, e, feats)| Some((s, e, feats.get(i)?))) else {
+                return Ok(x);
+            };
+            let x2 = x.squeeze(0)?;
+            let add = (x2.narrow(0, s, e - s)? + f.to_dtype(self.dtype)?)?;
+            splice(&x2, s, e, &add)?.unsqueeze(0)
+        })?;
         Ok(Prefix {
             kv,
             len: t,
@@ -919,84 +896,13 @@ impl Qwen3Vl {
     /// continuing the same `prefix`. Suffixes are text only; they run together, packed end to
     /// end without padding.
     pub fn suffix_logprobs(&self, prefix: &Prefix, suffixes: &[Vec<u32>]) -> Result<Tensor> {
-        Ok(self.suffix_inner(prefix, suffixes)?)
-    }
-
-    fn suffix_inner(&self, prefix: &Prefix, suffixes: &[Vec<u32>]) -> candle_core::Result<Tensor> {
-        if suffixes.is_empty() || suffixes.iter().any(Vec::is_empty) {
-            candle_core::bail!("every suffix needs at least one token");
-        }
-        // Packed, not padded: the suffixes' tokens side by side as one sequence, so the
-        // projections and MLPs do no work on padding; attention keeps them apart.
-        let lens: Vec<usize> = suffixes.iter().map(Vec::len).collect();
-        let flat: Vec<u32> = suffixes.concat();
-        let total = flat.len();
-        let idt = Tensor::from_vec(flat, total, &self.device)?;
-        let mut x = self.embed.index_select(&idt, 0)?.unsqueeze(0)?;
-        let pos: Vec<[u32; 3]> = lens
-            .iter()
-            .flat_map(|&n| (0..n as u32).map(|i| [prefix.next_pos + i; 3]))
-            .collect();
-        let (cos, sin) = self.mrope(&pos)?;
-        for (l, (pk, pv)) in self.layers.iter().zip(&prefix.kv) {
-            let (q, k, v) = self.qkv(l, &x, &cos, &sin)?;
-            let o = attend_packed(&q, (pk, pv), &k, &v, &lens, self.cfg.head_dim)?;
-            x = self.finish_layer(l, &x, &o)?;
-        }
-        let rows: Vec<u32> = lens
-            .iter()
-            .scan(0usize, |end, &n| {
-                *end += n;
-                Some((*end - 1) as u32)
-            })
-            .collect();
-        let rows = Tensor::new(rows.as_slice(), &self.device)?;
-        let last = x.squeeze(0)?.index_select(&rows, 0)?;
-        self.logprobs(&last)
-    }
-
-    /// Q, K, V of one layer, normed and rotated: `[b, heads, t, head_dim]`.
-    fn qkv(
-        &self,
-        l: &TextLayer,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-        let (b, t, _) = x.dims3()?;
-        let hd = self.cfg.head_dim;
-        let y = l.in_norm.forward(x)?;
-        let split = |lin: &Linear, heads: usize| -> candle_core::Result<Tensor> {
-            apply(lin, &y)?.reshape((b, t, heads, hd))
-        };
-        let q = l
-            .q_norm
-            .forward(&split(&l.q, self.cfg.num_attention_heads)?)?;
-        let k = l
-            .k_norm
-            .forward(&split(&l.k, self.cfg.num_key_value_heads)?)?;
-        let v = split(&l.v, self.cfg.num_key_value_heads)?;
-        let q = candle_nn::rotary_emb::rope(&q.transpose(1, 2)?.contiguous()?, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope(&k.transpose(1, 2)?.contiguous()?, cos, sin)?;
-        Ok((q, k, v.transpose(1, 2)?.contiguous()?))
-    }
-
-    /// Output projection, residual, MLP, residual.
-    fn finish_layer(&self, l: &TextLayer, x: &Tensor, o: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        let o = o.transpose(1, 2)?.reshape((b, t, ()))?;
-        let x = (x + apply(&l.o, &o)?)?;
-        let y = l.post_norm.forward(&x)?;
-        let g = apply(&l.gate, &y)?.silu()?;
-        let u = apply(&l.up, &y)?;
-        &x + apply(&l.down, &(g * u)?)?
-    }
-
-    /// Final norm, output head and log-softmax for hidden rows `[n, hidden]` → `[n, vocab]` f32.
-    fn logprobs(&self, h: &Tensor) -> candle_core::Result<Tensor> {
-        let h = self.norm.forward(h)?;
-        let logits = h.matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)?;
-        candle_nn::ops::log_softmax(&logits, D::Minus1)
+        Ok(self.text.suffix_logprobs(&prefix.kv, suffixes, |lens| {
+            let pos: Vec<[u32; 3]> = lens
+                .iter()
+                .flat_map(|&n| (0..n as u32).map(|i| [prefix.next_pos + i; 3]))
+                .collect();
+            self.mrope(&pos)
+        })?)
     }
 }
 
@@ -1053,77 +959,6 @@ pub(super) fn image_span(ids: &[u32], img: u32) -> Result<Option<(usize, usize)>
         ));
     }
     Ok(Some((s, e)))
-}
-
-/// Causal grouped-query attention within one prompt: `q` `[b, heads, s, d]`, keys and values
-/// `[b, kv heads, s, d]`. Returns `[b, heads, s, d]`.
-pub(super) fn attend(q: &Tensor, k: &Tensor, v: &Tensor, hd: usize) -> candle_core::Result<Tensor> {
-    let (b, hq, s, _) = q.dims4()?;
-    let hkv = k.dim(1)?;
-    let rep = hq / hkv;
-    // Query heads of one KV group stacked: [b, hkv, rep·s, d].
-    let qg = (q.reshape((b, hkv, rep * s, hd))? * (hd as f64).powf(-0.5))?;
-    let own = qg.matmul(&k.t()?)?;
-    let w = softmax_f32(&own.broadcast_add(&causal_mask(rep, s, q)?)?)?;
-    w.matmul(v)?.reshape((b, hq, s, hd))
-}
-
-/// `[rep·s, s]`: row `r·s + i` (query position `i`) sees keys `0..=i`.
-pub(super) fn causal_mask(rep: usize, s: usize, like: &Tensor) -> candle_core::Result<Tensor> {
-    let mask: Vec<f32> = (0..rep * s)
-        .flat_map(|r| (0..s).map(move |j| if j > r % s { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Tensor::from_vec(mask, (rep * s, s), like.device())?.to_dtype(like.dtype())
-}
-
-/// Attention of packed suffixes over one shared prefix. `q` is `[1, heads, total, d]` and `k`,
-/// `v` `[1, kv heads, total, d]` for the suffixes laid end to end (`lens` tokens each); `past`
-/// holds the prefix's keys and values `[1, kv heads, p, d]`. Every suffix sees the whole prefix
-/// and its own earlier tokens, never another suffix. Returns `[1, heads, total, d]`.
-pub(super) fn attend_packed(
-    q: &Tensor,
-    past: (&Tensor, &Tensor),
-    k: &Tensor,
-    v: &Tensor,
-    lens: &[usize],
-    hd: usize,
-) -> candle_core::Result<Tensor> {
-    let (_, hq, total, _) = q.dims4()?;
-    let hkv = k.dim(1)?;
-    let rep = hq / hkv;
-    let scale = (hd as f64).powf(-0.5);
-    let (pk, pv) = (past.0.squeeze(0)?, past.1.squeeze(0)?);
-    let p = pk.dim(1)?;
-    let qg = (q.squeeze(0)?.reshape((hkv, rep, total, hd))? * scale)?;
-    let (k, v) = (k.squeeze(0)?, v.squeeze(0)?);
-    // All queries against the shared prefix in one matmul per KV group.
-    let shared = qg
-        .reshape((hkv, rep * total, hd))?
-        .matmul(&pk.t()?)?
-        .reshape((hkv, rep, total, p))?;
-    let mut outs = Vec::with_capacity(lens.len());
-    let mut start = 0;
-    for &n in lens {
-        let qs = qg
-            .narrow(2, start, n)?
-            .contiguous()?
-            .reshape((hkv, rep * n, hd))?;
-        let ks = k.narrow(1, start, n)?.contiguous()?;
-        let vs = v.narrow(1, start, n)?.contiguous()?;
-        let own = qs
-            .matmul(&ks.t()?)?
-            .broadcast_add(&causal_mask(rep, n, q)?)?;
-        let sp = shared
-            .narrow(2, start, n)?
-            .contiguous()?
-            .reshape((hkv, rep * n, p))?;
-        let w = softmax_f32(&Tensor::cat(&[&sp, &own], D::Minus1)?)?;
-        let o = (w.narrow(D::Minus1, 0, p)?.contiguous()?.matmul(&pv)?
-            + w.narrow(D::Minus1, p, n)?.contiguous()?.matmul(&vs)?)?;
-        outs.push(o.reshape((hkv, rep, n, hd))?);
-        start += n;
-    }
-    Tensor::cat(&outs, 2)?.reshape((1, hq, total, hd))
 }
 
 /// Random weights for benchmarks: N(0, 1/fan_in) for matrices, 1 for norm weights, 0 for biases;
