@@ -13,14 +13,14 @@
 //! up to the question: that prefix (system, all tiles' tokens, the text before `{question}`) runs
 //! once and the questions' remainders run packed against its keys and values.
 
+use super::answer_tokens;
 use super::internvl::{shipped_template, template_system, InternVl, Layout, TilePreprocess};
 use super::tokenizer::Tokenizer;
-use super::vl::{default_template, prompt_logprobs, VlOptions};
-use super::{answer_tokens, score_row};
+use super::vl::{prompt_logprobs, prompt_template, score_rows, VlOptions};
 use crate::aspects::Question;
 use crate::error::{input, IoContext, Result};
 use crate::teacher::yesno::check_variants;
-use crate::teacher::{Mode, Score, Subject, Teacher, TeacherInfo, ANSWER_CUE};
+use crate::teacher::{Score, Subject, Teacher, TeacherInfo};
 use candle_core::Device;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -108,17 +108,7 @@ impl InternVlTeacher {
     ) -> Result<InternVlTeacher> {
         let at = opts.model_dir.display().to_string();
         check_variants(&opts.yes_tokens, &opts.no_tokens)?;
-        let raw = opts
-            .prompt_template
-            .clone()
-            .unwrap_or_else(|| default_template(opts.mode).to_string());
-        if !raw.contains("{question}") || (opts.mode == Mode::Class && !raw.contains("{class}")) {
-            return Err(input(
-                "the prompt template needs a {question} placeholder (and {class} in class mode)",
-                "--prompt-template",
-                "e.g. \"{question} {cue}\"",
-            ));
-        }
+        let template = prompt_template(opts)?;
         for special in [
             "<|im_start|>",
             "<|im_end|>",
@@ -160,7 +150,7 @@ impl InternVlTeacher {
             tokenizer,
             preprocess,
             image_token_id,
-            template: raw.replace("{cue}", ANSWER_CUE),
+            template,
             system: opts.system.clone().or(default_system),
             opts: opts.clone(),
             answer_tokens,
@@ -248,17 +238,7 @@ impl InternVlTeacher {
 
     /// Score rows of log-probabilities.
     pub fn scores(&self, rows: &[Vec<f32>]) -> Vec<Score> {
-        rows.iter()
-            .map(|lp| {
-                score_row(
-                    lp,
-                    &self.answer_tokens,
-                    &self.opts.yes_tokens,
-                    &self.opts.no_tokens,
-                )
-                .1
-            })
-            .collect()
+        score_rows(rows, &self.answer_tokens, &self.opts)
     }
 }
 

@@ -16,12 +16,12 @@
 //! ([`Qwen3Vl::suffix_logprobs`]). P(yes) comes from the full next-token distribution, every
 //! vocabulary token that reads as a Yes/No variant counting (see [`super::answer_tokens`]).
 
-use super::qwen3_vl::Qwen3Vl;
+use super::qwen3_vl::{read_config_json, Qwen3Vl};
 use super::tokenizer::Tokenizer;
 use super::vl_image::VisionPreprocess;
 use super::{answer_tokens, score_row};
 use crate::aspects::Question;
-use crate::error::{input, IoContext, Result};
+use crate::error::{input, Result};
 use crate::teacher::yesno::{check_variants, default_variants};
 use crate::teacher::{Mode, Score, Subject, Teacher, TeacherInfo, ANSWER_CUE};
 use candle_core::{DType, Device, IndexOp};
@@ -106,14 +106,7 @@ pub fn detect(dir: &std::path::Path) -> Result<Family> {
         }
     }
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).at(&path)?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        input(
-            format!("not valid JSON: {e}"),
-            path.display().to_string(),
-            "expected a Hugging Face config.json",
-        )
-    })?;
+    let v = read_config_json(&path)?;
     if let Some(layout) = super::internvl::Layout::from_config(&v) {
         return Ok(Family::InternVl(layout));
     }
@@ -178,17 +171,7 @@ impl VlTeacher {
     ) -> Result<VlTeacher> {
         let at = opts.model_dir.display().to_string();
         check_variants(&opts.yes_tokens, &opts.no_tokens)?;
-        let raw = opts
-            .prompt_template
-            .clone()
-            .unwrap_or_else(|| default_template(opts.mode).to_string());
-        if !raw.contains("{question}") || (opts.mode == Mode::Class && !raw.contains("{class}")) {
-            return Err(input(
-                "the prompt template needs a {question} placeholder (and {class} in class mode)",
-                "--prompt-template",
-                "e.g. \"{question} {cue}\"",
-            ));
-        }
+        let template = prompt_template(opts)?;
         for special in ["<|im_start|>", "<|im_end|>", "<|image_pad|>"] {
             if tokenizer.token_id(special).is_none() {
                 return Err(input(
@@ -223,7 +206,7 @@ impl VlTeacher {
             model,
             tokenizer,
             preprocess,
-            template: raw.replace("{cue}", ANSWER_CUE),
+            template,
             opts: opts.clone(),
             answer_tokens,
         })
@@ -309,18 +292,37 @@ impl VlTeacher {
 
     /// Score rows of log-probabilities.
     pub fn scores(&self, rows: &[Vec<f32>]) -> Vec<Score> {
-        rows.iter()
-            .map(|lp| {
-                score_row(
-                    lp,
-                    &self.answer_tokens,
-                    &self.opts.yes_tokens,
-                    &self.opts.no_tokens,
-                )
-                .1
-            })
-            .collect()
+        score_rows(rows, &self.answer_tokens, &self.opts)
     }
+}
+
+/// The prompt template in effect (`--prompt-template` or the mode's default), checked for its
+/// placeholders, with the answer cue filled in.
+pub(super) fn prompt_template(opts: &VlOptions) -> Result<String> {
+    let raw = opts
+        .prompt_template
+        .clone()
+        .unwrap_or_else(|| default_template(opts.mode).to_string());
+    if !raw.contains("{question}") || (opts.mode == Mode::Class && !raw.contains("{class}")) {
+        return Err(input(
+            "the prompt template needs a {question} placeholder (and {class} in class mode)",
+            "--prompt-template",
+            "e.g. \"{question} {cue}\"",
+        ));
+    }
+    Ok(raw.replace("{cue}", ANSWER_CUE))
+}
+
+/// P(yes) of each row of next-token log-probabilities, every token in `answer_tokens` counting
+/// for the Yes or No variant it reads as.
+pub(super) fn score_rows(
+    rows: &[Vec<f32>],
+    answer_tokens: &[(String, u32)],
+    opts: &VlOptions,
+) -> Vec<Score> {
+    rows.iter()
+        .map(|lp| score_row(lp, answer_tokens, &opts.yes_tokens, &opts.no_tokens).1)
+        .collect()
 }
 
 /// Next-token log-probabilities after each prompt: in full, one prompt at a time
