@@ -8,7 +8,7 @@
 
 use crate::cli::teacher_args::DtypeArg;
 use anyhow::{ensure, Context, Result};
-use candle_core::{DType, Device, IndexOp};
+use candle_core::{DType, Device};
 use makd::data::RawImage;
 use makd::error::input;
 use makd::teacher::native::qwen3_vl::{Qwen3Vl, Qwen3VlConfig};
@@ -188,46 +188,18 @@ pub fn run(a: Args) -> Result<()> {
     let (patches, grid, img_tokens) = teacher.image_input(&sample.image)?;
     let n_patches = grid.iter().product::<usize>();
 
-    // Phase timings of the shared path, then the whole of it as the teacher runs it.
     let m = &teacher.model;
     let prompts = teacher.prompt_ids("", &qs, img_tokens);
-    let p = shared_prefix_len(&prompts);
-    let suffix_tokens: usize = prompts.iter().map(|ids| ids.len() - p).sum();
-    let t = Instant::now();
-    let vision = m.encode_image(&patches, grid)?;
-    let vision_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let prefix = m.prefill(&prompts[0][..p], Some(&vision))?;
-    let prefix_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let sufs: Vec<Vec<u32>> = prompts.iter().map(|ids| ids[p..].to_vec()).collect();
-    let _ = m.suffix_logprobs(&prefix, &sufs)?;
-    let suffix_s = t.elapsed().as_secs_f64();
-
-    let subject = Subject::Image(&sample);
-    let t = Instant::now();
-    let shared = teacher.question_logprobs(subject, &qs, true)?;
-    let shared_s = t.elapsed().as_secs_f64();
-    let k = a.unshared.min(qs.len());
-    let t = Instant::now();
-    let unshared = teacher.question_logprobs(subject, &qs[..k], false)?;
-    let unshared_s = t.elapsed().as_secs_f64();
-    let max_diff = shared
-        .iter()
-        .zip(&unshared)
-        .flat_map(|(x, y)| x.iter().zip(y).map(|(a, b)| (a - b).abs()))
-        .fold(0f32, f32::max);
-    // Unshared but with the image encoded once (a server with an image-embedding cache).
-    let t = Instant::now();
-    for ids in &prompts[..k] {
-        let r = m.prefill(ids, Some(&vision))?;
-        let _ = r.last_logprobs.i(0)?;
-    }
-    let unshared_text_s = t.elapsed().as_secs_f64();
-
-    let shared_pps = qs.len() as f64 / shared_s;
-    let unshared_pps = k as f64 / unshared_s;
-    let unshared_text_pps = k as f64 / unshared_text_s;
+    let times = time_paths(
+        &prompts,
+        a.unshared,
+        || m.encode_image(&patches, grid),
+        |ids, vision| m.prefill(ids, Some(vision)),
+        |prefix, sufs| m.suffix_logprobs(prefix, sufs),
+        |n, shared| teacher.question_logprobs(Subject::Image(&sample), &qs[..n], shared),
+    )?;
+    let (p, suffix_tokens) = (times.prefix_tokens, times.suffix_tokens);
+    let (vision_s, prefix_s, suffix_s) = (times.vision_s, times.prefix_s, times.suffix_s);
     let prefill_flops = cfg.vision_flops(n_patches) + cfg.text_flops(p, 0, 1);
     let prefill_s = vision_s + prefix_s;
     let prefill_tps = p as f64 / prefix_s;
@@ -244,29 +216,24 @@ pub fn run(a: Args) -> Result<()> {
         + cfg.text_flops(mean_suffix.round() as usize, p, 1);
     let unshared_pair_flops = vision_f + cfg.text_flops(p + mean_suffix.round() as usize, 0, 1);
     let flop_ratio = unshared_pair_flops / shared_pair_flops;
-    let out = serde_json::json!({
-        "shape": shape_name,
-        "dtype": dtype_name,
-        "text_params": text_params, "vision_params": vision_params,
-        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "image": format!("{w}x{h}"), "grid_thw": grid, "patches": n_patches, "image_tokens": img_tokens,
-        "questions": qs.len(), "prefix_tokens": p, "mean_suffix_tokens": suffix_tokens as f64 / qs.len() as f64,
-        "random_weights_s": load_s,
-        "shared": {"seconds": shared_s, "pairs_per_s": shared_pps,
-                   "vision_s": vision_s, "prefix_s": prefix_s, "suffix_batch_s": suffix_s},
-        "unshared": {"questions_timed": k, "seconds": unshared_s, "pairs_per_s": unshared_pps},
-        "unshared_vision_cached": {"seconds": unshared_text_s, "pairs_per_s": unshared_text_pps},
-        "ratio": shared_pps / unshared_pps,
-        "ratio_vs_vision_cached": shared_pps / unshared_text_pps,
-        "flop_ratio": flop_ratio,
-        "max_abs_logprob_diff_shared_vs_unshared": max_diff,
-        "prefill_tokens_per_s": prefill_tps,
-        "prefill_gflops_per_s": achieved,
-        "suffix_batch_gflops_per_s": suffix_gflops,
-        "peak_gflops_per_s": peak,
-        "prefill_fraction_of_peak": peak.map(|pk| achieved / pk),
-        "peak_rss_mb": makd::bench::peak::peak_rss_mb(),
-    });
+    let out = merged(
+        times.json(),
+        serde_json::json!({
+            "shape": shape_name,
+            "dtype": dtype_name,
+            "text_params": text_params, "vision_params": vision_params,
+            "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            "image": format!("{w}x{h}"), "grid_thw": grid, "patches": n_patches, "image_tokens": img_tokens,
+            "random_weights_s": load_s,
+            "flop_ratio": flop_ratio,
+            "prefill_tokens_per_s": prefill_tps,
+            "prefill_gflops_per_s": achieved,
+            "suffix_batch_gflops_per_s": suffix_gflops,
+            "peak_gflops_per_s": peak,
+            "prefill_fraction_of_peak": peak.map(|pk| achieved / pk),
+            "peak_rss_mb": makd::bench::peak::peak_rss_mb(),
+        }),
+    );
     if a.json {
         println!("{out}");
     } else {
@@ -279,28 +246,13 @@ pub fn run(a: Args) -> Result<()> {
             n_patches,
             img_tokens
         );
-        println!(
-            "prompt: {p} shared prefix tokens + {:.1} tokens per question (Q = {})",
-            suffix_tokens as f64 / qs.len() as f64,
-            qs.len()
-        );
-        println!(
-            "prefix-shared:            {shared_pps:8.3} pairs/s  (vision {vision_s:.2} s, prefix {prefix_s:.2} s, {} suffixes {suffix_s:.2} s)",
-            qs.len()
-        );
-        println!("one full prompt/question: {unshared_pps:8.3} pairs/s  ({k} timed)");
-        println!("  same, vision cached:    {unshared_text_pps:8.3} pairs/s");
-        println!(
-            "ratio shared / full prompt: {:.1}x   (vs vision-cached: {:.1}x; by FLOPs per pair: {flop_ratio:.1}x)",
-            shared_pps / unshared_pps,
-            shared_pps / unshared_text_pps
-        );
+        times.print(Some(flop_ratio));
         println!(
             "prefill: {prefill_tps:.0} tokens/s; vision+prefix {achieved:.0} GFLOP/s{}; suffix batch {suffix_gflops:.0} GFLOP/s",
             peak.map(|pk| format!(" = {:.0}% of {pk:.0} GFLOP/s peak", 100.0 * achieved / pk))
                 .unwrap_or_default()
         );
-        println!("check: max |Δ logprob| shared vs unshared = {max_diff:.2e}");
+        times.print_check();
     }
     Ok(())
 }
@@ -382,40 +334,14 @@ fn run_internvl(a: Args) -> Result<()> {
     let m = &teacher.model;
     let it = teacher.image_token_id;
     let prompts = teacher.prompt_ids("", &qs, img_tokens);
-    let p = shared_prefix_len(&prompts);
-    let suffix_tokens: usize = prompts.iter().map(|ids| ids.len() - p).sum();
-    let t = Instant::now();
-    let vision = m.encode_image(&px, tiles)?;
-    let vision_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let prefix = m.prefill(&prompts[0][..p], Some(&vision), it)?;
-    let prefix_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let sufs: Vec<Vec<u32>> = prompts.iter().map(|ids| ids[p..].to_vec()).collect();
-    let _ = m.suffix_logprobs(&prefix, &sufs)?;
-    let suffix_s = t.elapsed().as_secs_f64();
-
-    let subject = Subject::Image(&sample);
-    let t = Instant::now();
-    let shared = teacher.question_logprobs(subject, &qs, true)?;
-    let shared_s = t.elapsed().as_secs_f64();
-    let k = a.unshared.min(qs.len());
-    let t = Instant::now();
-    let unshared = teacher.question_logprobs(subject, &qs[..k], false)?;
-    let unshared_s = t.elapsed().as_secs_f64();
-    let max_diff = shared
-        .iter()
-        .zip(&unshared)
-        .flat_map(|(x, y)| x.iter().zip(y).map(|(a, b)| (a - b).abs()))
-        .fold(0f32, f32::max);
-    let t = Instant::now();
-    for ids in &prompts[..k] {
-        let _ = m.prefill(ids, Some(&vision), it)?;
-    }
-    let unshared_text_s = t.elapsed().as_secs_f64();
-    let shared_pps = qs.len() as f64 / shared_s;
-    let unshared_pps = k as f64 / unshared_s;
-    let unshared_text_pps = k as f64 / unshared_text_s;
+    let times = time_paths(
+        &prompts,
+        a.unshared,
+        || m.encode_image(&px, tiles),
+        |ids, vision| m.prefill(ids, Some(vision), it),
+        |prefix, sufs| m.suffix_logprobs(prefix, sufs),
+        |n, shared| teacher.question_logprobs(Subject::Image(&sample), &qs[..n], shared),
+    )?;
     let dtype_name = match a.dtype {
         DtypeArg::F32 => "f32",
         DtypeArg::Bf16 => "bf16",
@@ -425,58 +351,196 @@ fn run_internvl(a: Args) -> Result<()> {
     let yes_no = ["Yes", "No"].map(|s| teacher.tokenizer.token_id(s));
     let p_yes: Option<Vec<f32>> = match yes_no {
         [Some(y), Some(n)] => Some(
-            shared
+            times
+                .shared
                 .iter()
                 .map(|lp| 1.0 / (1.0 + (lp[n as usize] - lp[y as usize]).exp()))
                 .collect(),
         ),
         _ => None,
     };
-    let out = serde_json::json!({
-        "family": "internvl",
-        "shape": shape_name,
-        "weights": weights,
-        "dtype": dtype_name,
-        // rayon's pool runs the matmuls (RAYON_NUM_THREADS sets it).
-        "threads": rayon::current_num_threads(),
-        "p_yes_yes_no": p_yes,
-        "image": format!("{w}x{h}"), "tiles": tiles, "image_tokens": img_tokens,
-        "questions": qs.len(), "prefix_tokens": p, "mean_suffix_tokens": suffix_tokens as f64 / qs.len() as f64,
-        "random_weights_s": load_s,
-        "shared": {"seconds": shared_s, "pairs_per_s": shared_pps,
-                   "vision_s": vision_s, "prefix_s": prefix_s, "suffix_batch_s": suffix_s},
-        "unshared": {"questions_timed": k, "seconds": unshared_s, "pairs_per_s": unshared_pps},
-        "unshared_vision_cached": {"seconds": unshared_text_s, "pairs_per_s": unshared_text_pps},
-        "ratio": shared_pps / unshared_pps,
-        "ratio_vs_vision_cached": shared_pps / unshared_text_pps,
-        "max_abs_logprob_diff_shared_vs_unshared": max_diff,
-        "peak_rss_mb": makd::bench::peak::peak_rss_mb(),
-    });
+    let out = merged(
+        times.json(),
+        serde_json::json!({
+            "family": "internvl",
+            "shape": shape_name,
+            "weights": weights,
+            "dtype": dtype_name,
+            // rayon's pool runs the matmuls (RAYON_NUM_THREADS sets it).
+            "threads": rayon::current_num_threads(),
+            "p_yes_yes_no": p_yes,
+            "image": format!("{w}x{h}"), "tiles": tiles, "image_tokens": img_tokens,
+            "random_weights_s": load_s,
+            "peak_rss_mb": makd::bench::peak::peak_rss_mb(),
+        }),
+    );
     if a.json {
         println!("{out}");
     } else {
         println!(
             "InternVL shape {shape_name} (weights: {weights}, {dtype_name}), image {w}x{h} → {tiles} tiles, {img_tokens} image tokens"
         );
+        times.print(None);
+        times.print_check();
+    }
+    Ok(())
+}
+
+/// Both paths timed on one image's prompts, the same way for every family.
+struct PathTimes {
+    questions: usize,
+    prefix_tokens: usize,
+    suffix_tokens: usize,
+    /// The shared path's phases: vision tower, prefix prefill, the packed suffix batch.
+    vision_s: f64,
+    prefix_s: f64,
+    suffix_s: f64,
+    /// The teacher's own calls: shared over every question, unshared over the first
+    /// `unshared_timed`, then those full prompts again with the image encoded once.
+    shared: Vec<Vec<f32>>,
+    shared_s: f64,
+    unshared_timed: usize,
+    unshared_s: f64,
+    unshared_text_s: f64,
+    max_diff: f32,
+}
+
+/// Phase timings of the shared path (`encode`, `prefill` of the common prefix, `suffix` of the
+/// remainders), then the whole of it as the teacher runs it (`question_logprobs(n, shared)` on the
+/// first `n` questions), then full prompts with the image encoded once (a server with an
+/// image-embedding cache).
+fn time_paths<V, P>(
+    prompts: &[Vec<u32>],
+    unshared: usize,
+    encode: impl FnOnce() -> makd::error::Result<V>,
+    prefill: impl Fn(&[u32], &V) -> makd::error::Result<P>,
+    suffix: impl Fn(&P, &[Vec<u32>]) -> makd::error::Result<candle_core::Tensor>,
+    question_logprobs: impl Fn(usize, bool) -> makd::error::Result<Vec<Vec<f32>>>,
+) -> Result<PathTimes> {
+    let p = shared_prefix_len(prompts);
+    let suffix_tokens: usize = prompts.iter().map(|ids| ids.len() - p).sum();
+    let t = Instant::now();
+    let vision = encode()?;
+    let vision_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let prefix = prefill(&prompts[0][..p], &vision)?;
+    let prefix_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let sufs: Vec<Vec<u32>> = prompts.iter().map(|ids| ids[p..].to_vec()).collect();
+    let _ = suffix(&prefix, &sufs)?;
+    let suffix_s = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let shared = question_logprobs(prompts.len(), true)?;
+    let shared_s = t.elapsed().as_secs_f64();
+    let k = unshared.min(prompts.len());
+    let t = Instant::now();
+    let unshared = question_logprobs(k, false)?;
+    let unshared_s = t.elapsed().as_secs_f64();
+    let max_diff = shared
+        .iter()
+        .zip(&unshared)
+        .flat_map(|(x, y)| x.iter().zip(y).map(|(a, b)| (a - b).abs()))
+        .fold(0f32, f32::max);
+    let t = Instant::now();
+    for ids in &prompts[..k] {
+        let _ = prefill(ids, &vision)?;
+    }
+    let unshared_text_s = t.elapsed().as_secs_f64();
+    Ok(PathTimes {
+        questions: prompts.len(),
+        prefix_tokens: p,
+        suffix_tokens,
+        vision_s,
+        prefix_s,
+        suffix_s,
+        shared,
+        shared_s,
+        unshared_timed: k,
+        unshared_s,
+        unshared_text_s,
+        max_diff,
+    })
+}
+
+impl PathTimes {
+    fn shared_pps(&self) -> f64 {
+        self.questions as f64 / self.shared_s
+    }
+
+    fn unshared_pps(&self) -> f64 {
+        self.unshared_timed as f64 / self.unshared_s
+    }
+
+    fn unshared_text_pps(&self) -> f64 {
+        self.unshared_timed as f64 / self.unshared_text_s
+    }
+
+    /// The report's keys every family has.
+    fn json(&self) -> serde_json::Value {
+        let (shared_pps, unshared_pps, unshared_text_pps) = (
+            self.shared_pps(),
+            self.unshared_pps(),
+            self.unshared_text_pps(),
+        );
+        serde_json::json!({
+            "questions": self.questions, "prefix_tokens": self.prefix_tokens,
+            "mean_suffix_tokens": self.suffix_tokens as f64 / self.questions as f64,
+            "shared": {"seconds": self.shared_s, "pairs_per_s": shared_pps,
+                       "vision_s": self.vision_s, "prefix_s": self.prefix_s,
+                       "suffix_batch_s": self.suffix_s},
+            "unshared": {"questions_timed": self.unshared_timed, "seconds": self.unshared_s,
+                         "pairs_per_s": unshared_pps},
+            "unshared_vision_cached": {"seconds": self.unshared_text_s,
+                                       "pairs_per_s": unshared_text_pps},
+            "ratio": shared_pps / unshared_pps,
+            "ratio_vs_vision_cached": shared_pps / unshared_text_pps,
+            "max_abs_logprob_diff_shared_vs_unshared": self.max_diff,
+        })
+    }
+
+    /// The human-readable lines every family prints, with the FLOP ratio where one is modelled.
+    fn print(&self, flop_ratio: Option<f64>) {
+        let (shared_pps, unshared_pps, unshared_text_pps) = (
+            self.shared_pps(),
+            self.unshared_pps(),
+            self.unshared_text_pps(),
+        );
+        let (p, q, k) = (self.prefix_tokens, self.questions, self.unshared_timed);
+        let (vision_s, prefix_s, suffix_s) = (self.vision_s, self.prefix_s, self.suffix_s);
         println!(
-            "prompt: {p} shared prefix tokens + {:.1} tokens per question (Q = {})",
-            suffix_tokens as f64 / qs.len() as f64,
-            qs.len()
+            "prompt: {p} shared prefix tokens + {:.1} tokens per question (Q = {q})",
+            self.suffix_tokens as f64 / q as f64,
         );
         println!(
-            "prefix-shared:            {shared_pps:8.3} pairs/s  (vision {vision_s:.2} s, prefix {prefix_s:.2} s, {} suffixes {suffix_s:.2} s)",
-            qs.len()
+            "prefix-shared:            {shared_pps:8.3} pairs/s  (vision {vision_s:.2} s, prefix {prefix_s:.2} s, {q} suffixes {suffix_s:.2} s)",
         );
         println!("one full prompt/question: {unshared_pps:8.3} pairs/s  ({k} timed)");
         println!("  same, vision cached:    {unshared_text_pps:8.3} pairs/s");
         println!(
-            "ratio shared / full prompt: {:.1}x   (vs vision-cached: {:.1}x)",
+            "ratio shared / full prompt: {:.1}x   (vs vision-cached: {:.1}x{})",
             shared_pps / unshared_pps,
-            shared_pps / unshared_text_pps
+            shared_pps / unshared_text_pps,
+            flop_ratio
+                .map(|r| format!("; by FLOPs per pair: {r:.1}x"))
+                .unwrap_or_default()
         );
-        println!("check: max |Δ logprob| shared vs unshared = {max_diff:.2e}");
     }
-    Ok(())
+
+    fn print_check(&self) {
+        println!(
+            "check: max |Δ logprob| shared vs unshared = {:.2e}",
+            self.max_diff
+        );
+    }
+}
+
+/// `base` with `extra`'s keys added (both JSON objects).
+fn merged(mut base: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    if let (Some(b), serde_json::Value::Object(e)) = (base.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    base
 }
 
 /// InternVL of `--shape`/`--config` with random weights, the fixture's tokenizer and template.
