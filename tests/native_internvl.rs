@@ -12,70 +12,26 @@
 mod common;
 
 use candle_core::{DType, Tensor};
+use common::reference::{answer_variants, max_diff, p_yes, p_yes_over, Reference};
 use common::{makd, ok, repo, user_error};
 use makd::data::{RawImage, Sample};
 use makd::teacher::native::internvl::{InternVlConfig, Layout, IMAGENET_MEAN, IMAGENET_STD};
 use makd::teacher::native::internvl_teacher::InternVlTeacher;
 use makd::teacher::native::vl::{detect, Family, VlOptions};
 use makd::teacher::Subject;
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 fn fixture() -> PathBuf {
     repo().join("tests/fixtures/internvl")
 }
 
-struct Reference {
-    json: serde_json::Value,
-    tensors: HashMap<String, Tensor>,
-}
-
 fn reference() -> Reference {
-    let dir = fixture();
-    Reference {
-        json: common::read_json(&dir.join("reference.json")),
-        tensors: candle_core::safetensors::load(
-            dir.join("reference.safetensors"),
-            &candle_core::Device::Cpu,
-        )
-        .unwrap()
-        .into_iter()
-        .collect(),
-    }
+    Reference::load(fixture())
 }
 
 impl Reference {
-    fn t(&self, name: &str) -> &Tensor {
-        self.tensors
-            .get(name)
-            .unwrap_or_else(|| panic!("reference has no {name}"))
-    }
-    fn ids(&self, name: &str) -> Vec<u32> {
-        self.t(name)
-            .to_vec1::<i64>()
-            .unwrap()
-            .into_iter()
-            .map(|x| x as u32)
-            .collect()
-    }
     fn flat(&self, name: &str) -> Vec<f32> {
         flat(self.t(name))
-    }
-    fn questions(&self) -> Vec<String> {
-        self.json["questions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|q| q.as_str().unwrap().to_string())
-            .collect()
-    }
-    fn image(&self, i: usize) -> Sample {
-        let file = self.json["image_files"][i].as_str().unwrap();
-        Sample {
-            id: file.into(),
-            image: decode(&fixture().join(file)),
-            label: 0,
-        }
     }
 }
 
@@ -94,18 +50,6 @@ fn teacher(layout: &str, system: Option<&str>) -> InternVlTeacher {
         ..Default::default()
     })
     .unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-fn p_yes(lp: &[f32], yes: usize, no: usize) -> f32 {
-    1.0 / (1.0 + (lp[no] - lp[yes]).exp())
 }
 
 #[test]
@@ -353,32 +297,8 @@ fn bf16_stays_close_to_the_f32_reference() {
 fn label_command_writes_the_reference_answers() {
     let r = reference();
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("data");
-    for (i, class) in ["bag", "coat", "shoe"].iter().enumerate() {
-        let d = root.join("train").join(class);
-        std::fs::create_dir_all(&d).unwrap();
-        let file = r.json["image_files"][i].as_str().unwrap();
-        std::fs::copy(fixture().join(file), d.join(file)).unwrap();
-    }
-    let qfile = tmp.path().join("questions.txt");
-    std::fs::write(&qfile, r.questions().join("\n") + "\n").unwrap();
-    let aspects = tmp.path().join("aspects.json");
-    ok(makd()
-        .args(["aspects", "import"])
-        .arg(&qfile)
-        .args(["--classes", "bag,coat,shoe", "-o"])
-        .arg(&aspects));
-    let dataset = format!("imagefolder:{}", root.display());
-    let vocab = common::read_json(&fixture().join("hf/tokenizer.json"))["model"]["vocab"].clone();
-    let mut variants: (Vec<usize>, Vec<usize>) = (vec![], vec![]);
-    for (piece, id) in vocab.as_object().unwrap() {
-        let word = piece.trim_start_matches(['Ġ', ' ']).to_lowercase();
-        match word.as_str() {
-            "yes" => variants.0.push(id.as_u64().unwrap() as usize),
-            "no" => variants.1.push(id.as_u64().unwrap() as usize),
-            _ => {}
-        }
-    }
+    let (dataset, aspects) = r.label_inputs(tmp.path());
+    let variants = answer_variants(&fixture().join("hf/tokenizer.json"));
     assert!(
         variants.0.len() >= 2 && variants.1.len() >= 2,
         "{variants:?}"
@@ -395,18 +315,9 @@ fn label_command_writes_the_reference_answers() {
         let s = makd::scores::ScoreStore::open(&store).unwrap();
         assert_eq!(s.manifest.teacher.backend, "native");
         for (i, id) in s.manifest.image_ids.iter().enumerate() {
-            let img = (0..3)
-                .find(|&k| id.ends_with(r.json["image_files"][k].as_str().unwrap()))
-                .unwrap();
+            let img = r.image_index(id);
             for j in 0..3 {
-                let lp = r.flat(&format!("logprobs_{img}_{j}"));
-                let lse = |ids: &[usize]| {
-                    let v: Vec<f64> = ids.iter().map(|&t| lp[t] as f64).collect();
-                    let m = v.iter().cloned().fold(f64::MIN, f64::max);
-                    m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
-                };
-                let (ly, ln) = (lse(&variants.0), lse(&variants.1));
-                let want = (1.0 / (1.0 + (ln - ly).exp())) as f32;
+                let want = p_yes_over(&r.flat(&format!("logprobs_{img}_{j}")), &variants);
                 let got = s.p_yes_row(i)[j];
                 assert!(
                     (got - want).abs() < 1e-4,
