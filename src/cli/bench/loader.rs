@@ -112,7 +112,7 @@ pub fn run(a: Args) -> Result<()> {
         for (i, (s, w)) in rows.iter().enumerate() {
             println!(
                 "epoch {}: {:.1} s training, the step waited {:.2} s for batches ({:.1} % of it); \
-                 {} workers, {} {} px batch {}, {}",
+                 data.workers = {}, {} {} px batch {}, {}",
                 i + 1,
                 s,
                 w,
