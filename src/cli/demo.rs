@@ -68,7 +68,7 @@ pub fn run(args: Args) -> Result<()> {
             "Teacher: `{model}` answering in class mode (one answer per class and question, broadcast to its images). \
              A text-only model this small is a weak teacher: it proves the mechanics, not the method. \
              For a real result point the demo at an MLLM: `makd demo --endpoint http://HOST:8000/v1 --model Qwen/Qwen2.5-VL-7B-Instruct` \
-             (vLLM), or label the images in process with a Qwen3-VL folder: `makd label --backend native --model-dir DIR`."
+             (vLLM), or label the images in process with a Qwen3-VL or InternVL folder: `makd label --backend native --model-dir DIR`."
         )
     };
     std::fs::write(out.join("train.toml"), TRAIN_CONFIG)?;
