@@ -174,17 +174,9 @@ pub fn run(a: Args) -> Result<()> {
             ..Default::default()
         },
     )?;
-    let all = aspect_questions()?;
-    let qs: Vec<&str> = (0..a.questions)
-        .map(|i| all[i % all.len()].as_str())
-        .collect();
-
+    let (questions, sample) = bench_inputs(&a)?;
+    let qs: Vec<&str> = questions.iter().map(String::as_str).collect();
     let (w, h) = a.image;
-    let sample = makd::data::Sample {
-        id: "bench".into(),
-        image: random_image(w, h),
-        label: 0,
-    };
     let (patches, grid, img_tokens) = teacher.image_input(&sample.image)?;
     let n_patches = grid.iter().product::<usize>();
 
@@ -263,6 +255,22 @@ const INTERNVL_TEMPLATE: &str =
     include_str!("../../../tests/fixtures/internvl/hf/chat_template.jinja");
 
 /// The questions of the shipped aspect set, in order.
+/// What both families are timed on: the shipped aspect questions, cycled to `--questions`, and
+/// one random `--image`.
+fn bench_inputs(a: &Args) -> Result<(Vec<String>, makd::data::Sample)> {
+    let all = aspect_questions()?;
+    let questions = (0..a.questions)
+        .map(|i| all[i % all.len()].clone())
+        .collect();
+    let (w, h) = a.image;
+    let sample = makd::data::Sample {
+        id: "bench".into(),
+        image: random_image(w, h),
+        label: 0,
+    };
+    Ok((questions, sample))
+}
+
 fn aspect_questions() -> Result<Vec<String>> {
     let aspects: serde_json::Value = serde_json::from_str(ASPECTS)?;
     Ok(aspects["questions"]
@@ -320,16 +328,9 @@ fn run_internvl(a: Args) -> Result<()> {
         }
     };
     let load_s = t.elapsed().as_secs_f64();
-    let all = aspect_questions()?;
-    let qs: Vec<&str> = (0..a.questions)
-        .map(|i| all[i % all.len()].as_str())
-        .collect();
+    let (questions, sample) = bench_inputs(&a)?;
+    let qs: Vec<&str> = questions.iter().map(String::as_str).collect();
     let (w, h) = a.image;
-    let sample = makd::data::Sample {
-        id: "bench".into(),
-        image: random_image(w, h),
-        label: 0,
-    };
     let (px, tiles, img_tokens) = teacher.image_input(&sample.image)?;
     let m = &teacher.model;
     let it = teacher.image_token_id;
