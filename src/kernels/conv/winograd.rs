@@ -147,52 +147,70 @@ fn run(g: &ConvGeom, x: &[f32], u: &[f32]) -> Vec<f32> {
 /// Tiles transformed together (one AVX-512 register of lanes).
 const L: usize = 16;
 
-/// `V[pos][c][off + tile] = (Bᵀ d B)[pos]` for every 4×4 input tile `d` of one image.
-///
-/// Tiles are transformed 16 at a time along a tile row: the four input rows of a tile row are
-/// split into even and odd padded columns, so tap (i, k) of 16 neighbouring tiles is 16
-/// consecutive floats and the arithmetic vectorises.
-fn input_transform(g: &ConvGeom, x: &[f32], v: &mut [f32], t: usize, off: usize) {
-    let (h, w) = (g.h, g.w);
-    let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
-    let plane_stride = g.c * t;
-    // 4 rows × (even, odd) padded columns, each tw + 1 + L long (zeros past the image). A row
-    // inside the image rewrites the same slots each time, so only a row above or below the
-    // image has to be cleared again.
-    let len = tw.div_ceil(L) * L + 1;
-    let mut rows = vec![0f32; 8 * len];
-    // Every lane of `out` is written by each transform_lanes call.
-    let mut out = [[0f32; L]; 16];
-    for c in 0..g.c {
-        let plane = &x[c * h * w..][..h * w];
-        for ty in 0..th {
-            for i in 0..4 {
-                let r = 2 * ty as isize - 1 + i as isize;
-                let (even, odd) = rows[2 * i * len..(2 * i + 2) * len].split_at_mut(len);
-                if r < 0 || r >= h as isize {
+multiversion! {
+    /// `V[pos][c][off + q] = (Bᵀ d_q B)[pos]` for every 4×4 input tile `d_q` of one image,
+    /// with tiles numbered row-major, `q = ty · tw + tx`.
+    ///
+    /// Per channel, the 16 taps of every tile are first laid out as 16 dense rows over `q`
+    /// (`taps[i·4 + k][q] = d_q[i][k]`), so a group of 16 tiles is 16 aligned-free vector loads
+    /// whichever tile rows it spans: a 7×7 map (4 tiles a row) fills every lane, where lanes
+    /// along one tile row would use a quarter of them. Each padded image row is split once into
+    /// even and odd columns; the taps of both tile rows it belongs to are copies out of that.
+    fn input_transform(g: &ConvGeom, x: &[f32], v: &mut [f32], t: usize, off: usize) {
+        let (h, w) = (g.h, g.w);
+        let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
+        let tiles = th * tw;
+        // Room past the last tile so the last group of L reads initialised floats.
+        let stride = tiles + L;
+        let mut taps = vec![0f32; 16 * stride];
+        // Padded columns 2j (even) and 2j + 1 (odd) of one padded row, j = 0..=tw.
+        let mut even = vec![0f32; tw + 1];
+        let mut odd = vec![0f32; tw + 1];
+        let plane_stride = g.c * t;
+        let mut out = [[0f32; L]; 16];
+        for c in 0..g.c {
+            let plane = &x[c * h * w..][..h * w];
+            // Padded row r is image row r − 1; rows past the image are zeros.
+            for r in 0..2 * th + 2 {
+                if r == 0 || r > h {
                     even.fill(0.0);
                     odd.fill(0.0);
-                    continue;
+                } else {
+                    let src = &plane[(r - 1) * w..][..w];
+                    // Padded column p holds image column p − 1: odd ones the even image
+                    // columns, even ones (past the first) the odd image columns.
+                    for (o, &val) in odd.iter_mut().zip(src.iter().step_by(2)) {
+                        *o = val;
+                    }
+                    for (e, &val) in even[1..].iter_mut().zip(src.iter().skip(1).step_by(2)) {
+                        *e = val;
+                    }
+                    // The padding slots (even[0], and the slot past the right edge) are never
+                    // written here, so they stay zero.
                 }
-                let src = &plane[r as usize * w..][..w];
-                // Padded column q + 1 holds image column q: even padded columns are the odd
-                // image columns (shifted by one slot), odd padded columns the even ones.
-                for (o, &val) in odd.iter_mut().zip(src.iter().step_by(2)) {
-                    *o = val;
-                }
-                for (e, &val) in even[1..].iter_mut().zip(src.iter().skip(1).step_by(2)) {
-                    *e = val;
+                // Row r is row i of tile row ty when r = 2ty + i.
+                for i in [r % 2, r % 2 + 2] {
+                    if i > r || (r - i) / 2 >= th {
+                        continue;
+                    }
+                    let q = (r - i) / 2 * tw;
+                    for (k, (src, shift)) in [(&even, 0), (&odd, 0), (&even, 1), (&odd, 1)]
+                        .into_iter()
+                        .enumerate()
+                    {
+                        taps[(i * 4 + k) * stride + q..][..tw].copy_from_slice(&src[shift..][..tw]);
+                    }
                 }
             }
-            let base = c * t + off + ty * tw;
-            for tx0 in (0..tw).step_by(L) {
-                transform_lanes(&rows, len, tx0, &mut out);
-                let n = L.min(tw - tx0);
+            let base = c * t + off;
+            for q0 in (0..tiles).step_by(L) {
+                transform_lanes(&taps, stride, q0, &mut out);
+                let n = L.min(tiles - q0);
                 for (pos, o) in out.iter().enumerate() {
-                    let at = pos * plane_stride + base + tx0;
-                    if ty * tw + tx0 + L <= th * tw {
-                        // All L lanes: those past the row land on later tile rows of this
-                        // image and channel, which are written after this one. A fixed-size
+                    let at = pos * plane_stride + base + q0;
+                    if off + q0 + L <= t {
+                        // All L lanes: those past this image's tiles land on the next image's
+                        // tiles of this channel, which are written after these. A fixed-size
                         // copy is a few vector stores, not a call to memcpy.
                         let dst: &mut [f32; L] = (&mut v[at..at + L]).try_into().unwrap();
                         *dst = *o;
@@ -205,53 +223,63 @@ fn input_transform(g: &ConvGeom, x: &[f32], v: &mut [f32], t: usize, off: usize)
     }
 }
 
-multiversion! {
-    #[allow(clippy::needless_range_loop)]
-    fn transform_lanes(rows: &[f32], len: usize, tx0: usize, out: &mut [[f32; L]; 16]) {
-        // d[i][k] for lane l is rows[2i + k % 2][tx0 + l + k / 2].
-        let tap = |i: usize, k: usize| -> &[f32] { &rows[(2 * i + k % 2) * len + tx0 + k / 2..][..L] };
-        for k in 0..4 {
-            let (d0, d1, d2, d3) = (tap(0, k), tap(1, k), tap(2, k), tap(3, k));
-            // Bᵀ d on rows, column k: d0 − d2, d1 + d2, d2 − d1, d1 − d3.
-            for l in 0..L {
-                out[k][l] = d0[l] - d2[l];
-                out[4 + k][l] = d1[l] + d2[l];
-                out[8 + k][l] = d2[l] - d1[l];
-                out[12 + k][l] = d1[l] - d3[l];
-            }
+/// `out[pos][l] = (Bᵀ d B)[pos]` for the 16 tiles `q0..q0 + L` of [`input_transform`]'s taps.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+fn transform_lanes(taps: &[f32], stride: usize, q0: usize, out: &mut [[f32; L]; 16]) {
+    let tap = |i: usize, k: usize| -> &[f32; L] {
+        taps[(i * 4 + k) * stride + q0..][..L].try_into().unwrap()
+    };
+    for k in 0..4 {
+        let (d0, d1, d2, d3) = (tap(0, k), tap(1, k), tap(2, k), tap(3, k));
+        // Bᵀ d on rows, column k: d0 − d2, d1 + d2, d2 − d1, d1 − d3.
+        for l in 0..L {
+            out[k][l] = d0[l] - d2[l];
+            out[4 + k][l] = d1[l] + d2[l];
+            out[8 + k][l] = d2[l] - d1[l];
+            out[12 + k][l] = d1[l] - d3[l];
         }
-        // (Bᵀ d) B on columns, in place per row i: c0 − c2, c1 + c2, c2 − c1, c1 − c3.
-        for i in 0..4 {
-            for l in 0..L {
-                let (c0, c1, c2, c3) = (out[4 * i][l], out[4 * i + 1][l], out[4 * i + 2][l], out[4 * i + 3][l]);
-                out[4 * i][l] = c0 - c2;
-                out[4 * i + 1][l] = c1 + c2;
-                out[4 * i + 2][l] = c2 - c1;
-                out[4 * i + 3][l] = c1 - c3;
-            }
+    }
+    // (Bᵀ d) B on columns, in place per row i: c0 − c2, c1 + c2, c2 − c1, c1 − c3.
+    for i in 0..4 {
+        for l in 0..L {
+            let (c0, c1, c2, c3) = (
+                out[4 * i][l],
+                out[4 * i + 1][l],
+                out[4 * i + 2][l],
+                out[4 * i + 3][l],
+            );
+            out[4 * i][l] = c0 - c2;
+            out[4 * i + 1][l] = c1 + c2;
+            out[4 * i + 2][l] = c2 - c1;
+            out[4 * i + 3][l] = c1 - c3;
         }
     }
 }
 
-/// `y[o][2ty.., 2tx..] = (Aᵀ m A)` for every tile of one image, clipped at odd edges.
-#[allow(clippy::needless_range_loop)]
-fn output_transform(g: &ConvGeom, m: &[f32], t: usize, off: usize, y: &mut [f32]) {
-    let (h, w) = (g.h, g.w);
-    let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
-    let plane_stride = g.o * t;
-    // Lanes past a row's last tile hold later rows' values (or stale ones near the image's
-    // end): they are transformed but never stored.
-    let mut mm = [[0f32; L]; 16];
-    let mut out = [[0f32; L]; 4];
-    for o in 0..g.o {
-        let yp = &mut y[o * h * w..][..h * w];
-        for ty in 0..th {
-            let base = o * t + off + ty * tw;
-            for tx0 in (0..tw).step_by(L) {
-                let n = L.min(tw - tx0);
+multiversion! {
+    /// `y[o][2ty.., 2tx..] = (Aᵀ m A)` for every tile of one image, clipped at odd edges: 16
+    /// tiles at a time over the dense tile numbering of [`input_transform`] into four dense
+    /// rows (one per output pixel of a tile), which are then interleaved into the image rows.
+    #[allow(clippy::needless_range_loop)]
+    fn output_transform(g: &ConvGeom, m: &[f32], t: usize, off: usize, y: &mut [f32]) {
+        let (h, w) = (g.h, g.w);
+        let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
+        let tiles = th * tw;
+        let stride = tiles + L;
+        let plane_stride = g.o * t;
+        let mut px = vec![0f32; 4 * stride];
+        // Lanes past the image's last tile hold the next image's values (or stale ones at the
+        // chunk's end): they are transformed but never stored.
+        let mut mm = [[0f32; L]; 16];
+        let mut out = [[0f32; L]; 4];
+        for o in 0..g.o {
+            let base = o * t + off;
+            for q0 in (0..tiles).step_by(L) {
+                let n = L.min(tiles - q0);
                 for (pos, row) in mm.iter_mut().enumerate() {
-                    let at = pos * plane_stride + base + tx0;
-                    if ty * tw + tx0 + L <= th * tw {
+                    let at = pos * plane_stride + base + q0;
+                    if off + q0 + L <= t {
                         let src: &[f32; L] = (&m[at..at + L]).try_into().unwrap();
                         *row = *src;
                     } else {
@@ -259,18 +287,27 @@ fn output_transform(g: &ConvGeom, m: &[f32], t: usize, off: usize, y: &mut [f32]
                     }
                 }
                 untransform_lanes(&mm, &mut out);
+                for (p, vals) in out.iter().enumerate() {
+                    let dst: &mut [f32; L] = (&mut px[p * stride + q0..][..L]).try_into().unwrap();
+                    *dst = *vals;
+                }
+            }
+            let yp = &mut y[o * h * w..][..h * w];
+            for ty in 0..th {
                 for i in 0..2 {
                     let yy = 2 * ty + i;
                     if yy >= h {
                         continue;
                     }
                     let row = &mut yp[yy * w..][..w];
-                    for l in 0..n {
-                        let xx = 2 * (tx0 + l);
-                        row[xx] = out[2 * i][l];
-                        if xx + 1 < w {
-                            row[xx + 1] = out[2 * i + 1][l];
-                        }
+                    let left = &px[2 * i * stride + ty * tw..][..tw];
+                    let right = &px[(2 * i + 1) * stride + ty * tw..][..tw];
+                    for ((pair, &a), &b) in row.chunks_exact_mut(2).zip(left).zip(right) {
+                        pair[0] = a;
+                        pair[1] = b;
+                    }
+                    if w % 2 == 1 {
+                        row[w - 1] = left[tw - 1];
                     }
                 }
             }
@@ -278,21 +315,20 @@ fn output_transform(g: &ConvGeom, m: &[f32], t: usize, off: usize, y: &mut [f32]
     }
 }
 
-multiversion! {
-    /// `out[2i + k] = (Aᵀ m A)[i][k]` per lane: rows m0 + m1 + m2 and m1 − m2 − m3, then the
-    /// same on columns.
-    #[allow(clippy::needless_range_loop)]
-    fn untransform_lanes(mm: &[[f32; L]; 16], out: &mut [[f32; L]; 4]) {
-        for l in 0..L {
-            let mut r = [[0f32; 4]; 2];
-            for k in 0..4 {
-                r[0][k] = mm[k][l] + mm[4 + k][l] + mm[8 + k][l];
-                r[1][k] = mm[4 + k][l] - mm[8 + k][l] - mm[12 + k][l];
-            }
-            for i in 0..2 {
-                out[2 * i][l] = r[i][0] + r[i][1] + r[i][2];
-                out[2 * i + 1][l] = r[i][1] - r[i][2] - r[i][3];
-            }
+/// `out[2i + k] = (Aᵀ m A)[i][k]` per lane: rows m0 + m1 + m2 and m1 − m2 − m3, then the
+/// same on columns.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+fn untransform_lanes(mm: &[[f32; L]; 16], out: &mut [[f32; L]; 4]) {
+    for l in 0..L {
+        let mut r = [[0f32; 4]; 2];
+        for k in 0..4 {
+            r[0][k] = mm[k][l] + mm[4 + k][l] + mm[8 + k][l];
+            r[1][k] = mm[4 + k][l] - mm[8 + k][l] - mm[12 + k][l];
+        }
+        for i in 0..2 {
+            out[2 * i][l] = r[i][0] + r[i][1] + r[i][2];
+            out[2 * i + 1][l] = r[i][1] - r[i][2] - r[i][3];
         }
     }
 }
