@@ -207,10 +207,7 @@ pub fn conv2d_no_bias_layer(
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let geom = PoolGeom::new(x.dims(), kernel, stride, padding, "max_pool2d")?;
     if is_cpu_f32(x) {
-        return x.contiguous()?.apply_op1(PoolOp {
-            geom,
-            kind: PoolKind::Max,
-        });
+        return x.contiguous()?.apply_op1(PoolOp::new(geom, PoolKind::Max));
     }
     pool_fallback(x, &geom, PoolKind::Max)
 }
@@ -227,7 +224,7 @@ pub fn avg_pool2d(
     let geom = PoolGeom::new(x.dims(), kernel, stride, padding, "avg_pool2d")?;
     let kind = PoolKind::Avg { count_include_pad };
     if is_cpu_f32(x) {
-        return x.contiguous()?.apply_op1(PoolOp { geom, kind });
+        return x.contiguous()?.apply_op1(PoolOp::new(geom, kind));
     }
     pool_fallback(x, &geom, kind)
 }
@@ -241,6 +238,19 @@ enum PoolKind {
 struct PoolOp {
     geom: PoolGeom,
     kind: PoolKind,
+    /// Max pooling: where each window's maximum was, recorded by the forward for the backward
+    /// (the graph keeps this op, and so these, until the gradients are computed).
+    argmax: std::sync::Mutex<Option<Vec<u32>>>,
+}
+
+impl PoolOp {
+    fn new(geom: PoolGeom, kind: PoolKind) -> Self {
+        PoolOp {
+            geom,
+            kind,
+            argmax: Default::default(),
+        }
+    }
 }
 
 impl CustomOp1 for PoolOp {
@@ -254,7 +264,11 @@ impl CustomOp1 for PoolOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_data(s, l, self.name())?;
         let y = match self.kind {
-            PoolKind::Max => pool::max_forward(&self.geom, x),
+            PoolKind::Max => {
+                let (y, idx) = pool::max_forward(&self.geom, x);
+                *self.argmax.lock().unwrap_or_else(|e| e.into_inner()) = idx;
+                y
+            }
             PoolKind::Avg { count_include_pad } => {
                 pool::avg_forward(&self.geom, x, count_include_pad)
             }
@@ -270,7 +284,8 @@ impl CustomOp1 for PoolOp {
         let dx = with_f32(grad, self.name(), |dy| match self.kind {
             PoolKind::Max => with_f32(x, self.name(), |xd| {
                 with_f32(res, self.name(), |yd| {
-                    Ok(pool::max_backward(&self.geom, xd, yd, dy))
+                    let idx = self.argmax.lock().unwrap_or_else(|e| e.into_inner());
+                    Ok(pool::max_backward(&self.geom, xd, yd, idx.as_deref(), dy))
                 })
             }),
             PoolKind::Avg { count_include_pad } => {

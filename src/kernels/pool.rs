@@ -63,50 +63,62 @@ fn window(o: usize, k: usize, stride: usize, pad: usize, size: usize) -> (usize,
     (lo, hi.max(lo))
 }
 
-/// Index (within the plane) of the first maximum of output `(oy, ox)`'s window; NaN counts as
-/// the maximum, as in PyTorch.
-fn argmax(g: &PoolGeom, x: &[f32], oy: usize, ox: usize) -> usize {
-    let ((y0, y1), (x0, x1)) = (g.rows(oy), g.cols(ox));
-    let mut best = y0 * g.w + x0;
-    let mut bv = f32::NEG_INFINITY;
-    for iy in y0..y1 {
-        for ix in x0..x1 {
-            let v = x[iy * g.w + ix];
-            if v > bv || v.is_nan() {
-                bv = v;
-                best = iy * g.w + ix;
-                if v.is_nan() {
-                    return best;
-                }
-            }
-        }
-    }
-    best
+/// Whether `g` is the plain 2×2/2 pool, which has its own vectorised loops and needs no indices.
+fn is_2x2(g: &PoolGeom) -> bool {
+    g.k == 2 && g.stride == 2 && g.pad == 0
 }
 
-pub(crate) fn max_forward(g: &PoolGeom, x: &[f32]) -> Vec<f32> {
+/// Max pooling: the pooled planes and, unless `g` [`is_2x2`], the index within its plane of
+/// each window's first maximum (NaN counts as the maximum, as in PyTorch), which the backward
+/// scatters onto instead of searching every window again.
+pub(crate) fn max_forward(g: &PoolGeom, x: &[f32]) -> (Vec<f32>, Option<Vec<u32>>) {
     let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
     let mut y = vec![0f32; g.planes * ohw];
     if ohw == 0 {
-        return y;
+        return (y, None);
     }
-    y.par_chunks_mut(ohw).enumerate().for_each(|(pl, yp)| {
-        let xp = &x[pl * hw..][..hw];
-        if g.k == 2 && g.stride == 2 && g.pad == 0 {
-            max_2x2(g, xp, yp);
-            return;
-        }
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                yp[oy * g.ow + ox] = xp[argmax(g, xp, oy, ox)];
+    if is_2x2(g) {
+        y.par_chunks_mut(ohw)
+            .zip(x.par_chunks(hw))
+            .for_each(|(yp, xp)| max_2x2(g, xp, yp));
+        return (y, None);
+    }
+    let mut idx = vec![0u32; g.planes * ohw];
+    let cols: Vec<(usize, usize)> = (0..g.ow).map(|ox| g.cols(ox)).collect();
+    y.par_chunks_mut(ohw)
+        .zip(idx.par_chunks_mut(ohw))
+        .zip(x.par_chunks(hw))
+        .for_each(|((yp, ip), xp)| {
+            for oy in 0..g.oh {
+                let (y0, y1) = g.rows(oy);
+                let (yr, ir) = (&mut yp[oy * g.ow..][..g.ow], &mut ip[oy * g.ow..][..g.ow]);
+                for ((out, at), &(x0, x1)) in yr.iter_mut().zip(ir.iter_mut()).zip(&cols) {
+                    let mut best = y0 * g.w + x0;
+                    let mut bv = xp[best];
+                    if !bv.is_nan() {
+                        'window: for iy in y0..y1 {
+                            let row = iy * g.w;
+                            for (i, &v) in (row + x0..).zip(&xp[row + x0..row + x1]) {
+                                if v.is_nan() {
+                                    (best, bv) = (i, v);
+                                    break 'window;
+                                }
+                                if v > bv {
+                                    (best, bv) = (i, v);
+                                }
+                            }
+                        }
+                    }
+                    *out = bv;
+                    *at = best as u32;
+                }
             }
-        }
-    });
-    y
+        });
+    (y, Some(idx))
 }
 
 /// The common 2×2/2 pool, as row-pair maxima the compiler can vectorise. `f32::max` would
-/// drop NaN, so the comparison keeps it like [`argmax`] does.
+/// drop NaN, so the comparison keeps it like [`max_forward`] does.
 fn max_2x2(g: &PoolGeom, x: &[f32], y: &mut [f32]) {
     let m = |a: f32, b: f32| if b > a || b.is_nan() { b } else { a };
     for oy in 0..g.oh {
@@ -121,7 +133,7 @@ fn max_2x2(g: &PoolGeom, x: &[f32], y: &mut [f32]) {
 multiversion! {
     /// The 2×2/2 backward without a search: the gradient goes to the first of the four
     /// pixels that equals the pooled output (the first NaN when the output is NaN), the same
-    /// pixel [`argmax`] picks, in branch-free selects the compiler vectorises.
+    /// pixel [`max_forward`]'s search picks, in branch-free selects the compiler vectorises.
     fn max_2x2_backward(g: &PoolGeom, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) {
         let same = |v: f32, m: f32| v == m || (v.is_nan() && m.is_nan());
         let w2 = 2 * g.ow;
@@ -149,25 +161,43 @@ multiversion! {
     }
 }
 
-pub(crate) fn max_backward(g: &PoolGeom, x: &[f32], y: &[f32], dy: &[f32]) -> Vec<f32> {
+/// The max-pool gradient: onto the first maximum of each window, the one [`max_forward`]
+/// returned the index of (`idx`), or for the 2×2 pool the first of its four pixels that equals
+/// the output.
+pub(crate) fn max_backward(
+    g: &PoolGeom,
+    x: &[f32],
+    y: &[f32],
+    idx: Option<&[u32]>,
+    dy: &[f32],
+) -> Vec<f32> {
     let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
     let mut dx = vec![0f32; g.planes * hw];
     if hw == 0 || ohw == 0 {
         return dx;
     }
-    dx.par_chunks_mut(hw).enumerate().for_each(|(pl, dxp)| {
-        let xp = &x[pl * hw..][..hw];
-        let dyp = &dy[pl * ohw..][..ohw];
-        if g.k == 2 && g.stride == 2 && g.pad == 0 {
-            max_2x2_backward(g, xp, &y[pl * ohw..][..ohw], dyp, dxp);
-            return;
+    if is_2x2(g) {
+        dx.par_chunks_mut(hw).enumerate().for_each(|(pl, dxp)| {
+            let (xp, yp) = (&x[pl * hw..][..hw], &y[pl * ohw..][..ohw]);
+            max_2x2_backward(g, xp, yp, &dy[pl * ohw..][..ohw], dxp);
+        });
+        return dx;
+    }
+    let recomputed;
+    let idx = match idx {
+        Some(idx) => idx,
+        None => {
+            recomputed = max_forward(g, x).1.unwrap_or_default();
+            &recomputed
         }
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                dxp[argmax(g, xp, oy, ox)] += dyp[oy * g.ow + ox];
+    };
+    dx.par_chunks_mut(hw)
+        .zip(idx.par_chunks(ohw).zip(dy.par_chunks(ohw)))
+        .for_each(|(dxp, (ip, dyp))| {
+            for (&i, &d) in ip.iter().zip(dyp) {
+                dxp[i as usize] += d;
             }
-        }
-    });
+        });
     dx
 }
 

@@ -421,6 +421,32 @@ fn pools_hand_computed() {
         values(g.get(x.as_tensor()).unwrap()),
         [0., 0., 0., 0., 0., 10., 20., 0.]
     );
+    // The general path (the ResNet stem's 3×3/2, padding 1) records where each window's first
+    // maximum was: ties go to the first in row-major order, and a NaN wins over a larger value
+    // before it.
+    #[rustfmt::skip]
+    let x = Var::from_vec(
+        vec![1f32, 7., 0., 0.,
+             7., 2., 0., 0.,
+             0., 9., 5., f32::NAN,
+             0., 0., 9., 9.],
+        (1, 1, 4, 4),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let y = max_pool2d(x.as_tensor(), 3, 2, 1).unwrap();
+    let yv = values(&y);
+    assert_eq!(yv[..3], [7., 7., 9.]);
+    assert!(yv[3].is_nan());
+    let g = (y * Tensor::new(&[[[[10f32, 20.], [30., 40.]]]], &Device::Cpu).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let mut want = [0f32; 16];
+    (want[1], want[9], want[11]) = (30., 30., 40.);
+    assert_eq!(values(g.get(x.as_tensor()).unwrap()), want);
 }
 
 #[test]
