@@ -72,6 +72,36 @@ fn bench_train_flags_act() {
     assert!(err.contains("--threads 0"), "{err}");
 }
 
+/// The binary keeps freed buffers for reuse (`keep_freed_memory` in main.rs): after the
+/// warm-up a step maps no new memory, although its largest activation (batch 512 × 32 × 28²
+/// floats, 51 MB) is above the size glibc would otherwise unmap on every free (~100 000 page
+/// faults a step then).
+#[test]
+fn training_steps_reuse_freed_memory() {
+    let args = [
+        "bench",
+        "train",
+        "--model",
+        "cnn",
+        "--size",
+        "28",
+        "--channels",
+        "1",
+        "--batch",
+        "512",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--json",
+    ];
+    let v = json_line(&ok(makd().args(args)));
+    let faults = v["page_faults_per_step"]
+        .as_f64()
+        .expect("page_faults_per_step");
+    assert!(faults < 5_000.0, "{faults} page faults a step: {v}");
+}
+
 fn jpegs(dir: &Path) -> usize {
     walk(dir)
         .iter()

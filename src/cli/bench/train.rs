@@ -117,6 +117,7 @@ pub fn run(a: Args) -> Result<()> {
         step(&mut opt)?;
     }
     let mut times = Vec::with_capacity(a.steps);
+    let faults_before = makd::bench::peak::minor_page_faults();
     for _ in 0..a.steps {
         let t = Instant::now();
         step(&mut opt)?;
@@ -127,18 +128,21 @@ pub fn run(a: Args) -> Result<()> {
     let ips = a.batch as f64 / median;
     let threads = rayon::current_num_threads();
     let rss = makd::bench::peak::peak_rss_mb();
+    let faults = makd::bench::peak::minor_page_faults()
+        .zip(faults_before)
+        .map(|(after, before)| (after - before) as f64 / a.steps.max(1) as f64);
     if a.json {
         println!(
             "{}",
             serde_json::json!({
                 "impl": "makd", "mode": if a.eval { "eval" } else { "train" }, "model": a.model.to_string(), "batch": a.batch, "size": a.size, "channels": a.channels,
                 "classes": a.classes, "aspects": a.aspects, "steps": a.steps, "threads": threads,
-                "ms_per_step": median * 1e3, "images_per_s": ips, "peak_rss_mb": rss, "params": model.param_count(),
+                "ms_per_step": median * 1e3, "images_per_s": ips, "peak_rss_mb": rss, "page_faults_per_step": faults, "params": model.param_count(),
             })
         );
     } else {
         println!(
-            "{} {} batch {} {}px: {:.1} ms/step, {:.1} images/s (median of {}), peak RSS {:.0} MB",
+            "{} {} batch {} {}px: {:.1} ms/step, {:.1} images/s (median of {}), peak RSS {:.0} MB, {:.0} page faults/step",
             a.model,
             if a.eval { "eval" } else { "train" },
             a.batch,
@@ -146,7 +150,8 @@ pub fn run(a: Args) -> Result<()> {
             median * 1e3,
             ips,
             a.steps,
-            rss.unwrap_or(f64::NAN)
+            rss.unwrap_or(f64::NAN),
+            faults.unwrap_or(f64::NAN)
         );
     }
     Ok(())
