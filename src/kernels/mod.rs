@@ -147,6 +147,18 @@ impl Conv2d {
     }
 }
 
+impl BiasFreeConv for Conv2d {
+    fn parts(&self) -> Option<ConvParts<'_>> {
+        let c = &self.config;
+        (self.bias.is_none() && c.dilation == 1).then_some(ConvParts {
+            weight: &self.weight,
+            stride: c.stride,
+            padding: c.padding,
+            groups: c.groups,
+        })
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let c = &self.config;
@@ -455,10 +467,7 @@ pub fn batch_norm_act_train(
     let geom = norm_geom(dims);
     let x = x.contiguous()?;
     let (mean, var) = with_f32(&x, "batch_norm", |xd| Ok(norm::batch_stats(&geom, xd)))?;
-    let invstd: Vec<f32> = var
-        .iter()
-        .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
-        .collect();
+    let invstd = inverse_std(&var, eps);
     let device = x.device().clone();
     let mean_t = Tensor::from_slice(&mean, c, &device)?;
     let var_t = Tensor::from_vec(var, c, &device)?;
@@ -473,6 +482,159 @@ pub fn batch_norm_act_train(
         },
     )?;
     Ok((y, mean_t, var_t))
+}
+
+/// A bias-free convolution as our kernels run it (dilation 1): what
+/// [`BatchNorm::forward_conv_act_t`] fuses with the batch norm after it.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvParts<'a> {
+    pub weight: &'a Tensor,
+    pub stride: usize,
+    pub padding: usize,
+    pub groups: usize,
+}
+
+/// A convolution layer that can say whether it is a [`ConvParts`] (`None`: a bias or a
+/// dilation, run unfused).
+pub trait BiasFreeConv: Module {
+    fn parts(&self) -> Option<ConvParts<'_>>;
+}
+
+/// Training-mode `act(batch_norm(conv2d(x, w)))` as one node of the graph: the same numbers as
+/// [`conv2d`] then [`batch_norm_act_train`], returning `(y, batch_mean, batch_var)` likewise.
+///
+/// Why one node: candle's backward gives every tensor of the graph a zero-filled gradient and
+/// then adds each incoming gradient to it, two more passes over (and a fresh buffer the size
+/// of) the conv's output; inside one op, the batch norm's input gradient goes straight into the
+/// convolution's backward. The conv output stays inside the op for the backward, as it stayed
+/// in the graph before.
+pub fn conv_batch_norm_act_train(
+    x: &Tensor,
+    conv: ConvParts,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    act: Act,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let w = conv.weight;
+    if !([x, w, weight, bias].iter().all(|t| is_cpu_f32(t))) {
+        let z = conv2d(x, w, None, conv.stride, conv.padding, conv.groups)?;
+        return batch_norm_act_train(&z, weight, bias, eps, act);
+    }
+    let cgeom = ConvGeom::new(x.dims(), w.dims(), conv.stride, conv.padding, conv.groups)?;
+    let c = cgeom.o;
+    if weight.dims() != [c] || bias.dims() != [c] {
+        candle_core::bail!(
+            "batch_norm: weight {:?} / bias {:?} do not match the conv's {c} output channels",
+            weight.dims(),
+            bias.dims()
+        )
+    }
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let z = with_f32(&x, "conv-batch-norm", |xd| {
+        with_f32(&w, "conv-batch-norm", |wd| {
+            Ok(conv::forward(&cgeom, xd, wd))
+        })
+    })?;
+    let ngeom = NormGeom {
+        n: cgeom.n,
+        c,
+        hw: cgeom.oh * cgeom.ow,
+    };
+    let (mean, var) = norm::batch_stats(&ngeom, &z);
+    let invstd = inverse_std(&var, eps);
+    let device = x.device().clone();
+    let mean_t = Tensor::from_slice(&mean, c, &device)?;
+    let var_t = Tensor::from_vec(var, c, &device)?;
+    let gamma_beta = Tensor::cat(&[weight, bias], 0)?;
+    let y = x.apply_op3(
+        &w,
+        &gamma_beta,
+        ConvNormOp {
+            conv: cgeom,
+            norm: NormOp {
+                geom: ngeom,
+                mean,
+                invstd,
+                act,
+            },
+            z,
+        },
+    )?;
+    Ok((y, mean_t, var_t))
+}
+
+fn inverse_std(var: &[f32], eps: f64) -> Vec<f32> {
+    var.iter()
+        .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
+        .collect()
+}
+
+/// [`conv_batch_norm_act_train`]'s node: inputs `x`, the conv weight and `[gamma; beta]`.
+struct ConvNormOp {
+    conv: ConvGeom,
+    norm: NormOp,
+    /// The convolution's output, the batch norm's input.
+    z: Vec<f32>,
+}
+
+impl CustomOp3 for ConvNormOp {
+    fn name(&self) -> &'static str {
+        match self.norm.act {
+            Act::None => "makd-conv-batch-norm",
+            Act::Relu => "makd-conv-batch-norm-relu",
+            Act::Relu6 => "makd-conv-batch-norm-relu6",
+            Act::Silu => "makd-conv-batch-norm-silu",
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        _xs: &CpuStorage,
+        _xl: &Layout,
+        _ws: &CpuStorage,
+        _wl: &Layout,
+        gbs: &CpuStorage,
+        gbl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (gamma, beta) = f32_data(gbs, gbl, self.name())?.split_at(self.norm.geom.c);
+        let y = self.norm.forward(&self.z, gamma, beta);
+        let g = &self.conv;
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        gamma_beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let name = self.name();
+        let (dz, mut dgb, db) = with_f32(grad, name, |dy| {
+            with_f32(gamma_beta, name, |gb| {
+                let (gamma, beta) = gb.split_at(self.norm.geom.c);
+                Ok(self.norm.backward(&self.z, dy, gamma, beta))
+            })
+        })?;
+        dgb.extend_from_slice(&db);
+        // The network's input image needs no gradient (see ConvOp).
+        let (need_dx, need_dw) = (x.track_op(), w.track_op());
+        let (dx, dw) = with_f32(x, name, |xd| {
+            with_f32(w, name, |wd| {
+                Ok(conv::backward(&self.conv, xd, wd, &dz, need_dx, need_dw))
+            })
+        })?;
+        let dev = x.device();
+        Ok((
+            dx.map(|v| Tensor::from_vec(v, x.shape(), dev))
+                .transpose()?,
+            dw.map(|v| Tensor::from_vec(v, w.shape(), dev))
+                .transpose()?,
+            Some(Tensor::from_vec(dgb, gamma_beta.shape(), dev)?),
+        ))
+    }
 }
 
 fn norm_geom(dims: &[usize]) -> NormGeom {
@@ -499,6 +661,25 @@ struct NormOp {
     act: Act,
 }
 
+impl NormOp {
+    fn forward(&self, x: &[f32], gamma: &[f32], beta: &[f32]) -> Vec<f32> {
+        let coef = norm::affine_coefficients(&self.mean, &self.invstd, gamma, beta);
+        norm::apply(&self.geom, x, &coef, self.act)
+    }
+
+    /// `(dx, dgamma, dbeta)`.
+    fn backward(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let coef = norm::affine_coefficients(&self.mean, &self.invstd, gamma, beta);
+        norm::backward(&self.geom, x, dy, &self.mean, &self.invstd, &coef, self.act)
+    }
+}
+
 impl CustomOp3 for NormOp {
     fn name(&self) -> &'static str {
         norm_op_name(self.act)
@@ -516,9 +697,10 @@ impl CustomOp3 for NormOp {
         let x = f32_data(xs, xl, self.name())?;
         let gamma = f32_data(gs, gl, self.name())?;
         let beta = f32_data(bs, bl, self.name())?;
-        let coef = norm::affine_coefficients(&self.mean, &self.invstd, gamma, beta);
-        let y = norm::apply(&self.geom, x, &coef, self.act);
-        Ok((CpuStorage::F32(y), xl.shape().clone()))
+        Ok((
+            CpuStorage::F32(self.forward(x, gamma, beta)),
+            xl.shape().clone(),
+        ))
     }
 
     fn bwd(
@@ -533,18 +715,7 @@ impl CustomOp3 for NormOp {
         let (dx, dg, db) = with_f32(x, name, |xd| {
             with_f32(grad, name, |dy| {
                 with_f32(gamma, name, |gd| {
-                    with_f32(beta, name, |bd| {
-                        let coef = norm::affine_coefficients(&self.mean, &self.invstd, gd, bd);
-                        Ok(norm::backward(
-                            &self.geom,
-                            xd,
-                            dy,
-                            &self.mean,
-                            &self.invstd,
-                            &coef,
-                            self.act,
-                        ))
-                    })
+                    with_f32(beta, name, |bd| Ok(self.backward(xd, dy, gd, bd)))
                 })
             })
         })?;
@@ -713,7 +884,32 @@ impl BatchNorm {
             return self.forward_eval(x, act);
         }
         let (y, mean, var) = batch_norm_act_train(x, &self.weight, &self.bias, self.eps, act)?;
-        let m = (x.elem_count() / x.dim(1)?) as f64;
+        self.update_running_stats(&y, mean, var)?;
+        Ok(y)
+    }
+
+    /// `act(self(conv(x)))`; in training one fused node ([`conv_batch_norm_act_train`]) when
+    /// `conv` is a [`ConvParts`].
+    pub fn forward_conv_act_t(
+        &self,
+        conv: &impl BiasFreeConv,
+        x: &Tensor,
+        train: bool,
+        act: Act,
+    ) -> Result<Tensor> {
+        let Some(parts) = conv.parts().filter(|_| train) else {
+            return self.forward_act_t(&conv.forward(x)?, train, act);
+        };
+        let (y, mean, var) =
+            conv_batch_norm_act_train(x, parts, &self.weight, &self.bias, self.eps, act)?;
+        self.update_running_stats(&y, mean, var)?;
+        Ok(y)
+    }
+
+    /// PyTorch's momentum update from a batch's mean and biased variance over `y`'s
+    /// `N · H · W` values per channel (the running variance takes the unbiased one).
+    fn update_running_stats(&self, y: &Tensor, mean: Tensor, var: Tensor) -> Result<()> {
+        let m = (y.elem_count() / y.dim(1)?) as f64;
         let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
         let mo = self.momentum;
         let rm = ((self.running_mean.as_tensor() * (1.0 - mo))? + (mean * mo)?)?;
@@ -721,8 +917,7 @@ impl BatchNorm {
         self.running_mean
             .set(&rm.to_dtype(self.running_mean.dtype())?)?;
         self.running_var
-            .set(&rv.to_dtype(self.running_var.dtype())?)?;
-        Ok(y)
+            .set(&rv.to_dtype(self.running_var.dtype())?)
     }
 
     fn forward_eval(&self, x: &Tensor, act: Act) -> Result<Tensor> {

@@ -460,6 +460,105 @@ fn pools_reject_padding_over_half_the_kernel() {
 // ---------------------------------------------------------------------------------------------
 // Batch norm
 
+/// The fused conv → batch norm → activation node runs the same kernels as the two unfused
+/// ops: the same output and batch statistics, and the same gradients for the input, the conv
+/// weight, gamma and beta, bit for bit; an input that needs no gradient gets none.
+#[test]
+fn conv_batch_norm_fused_equals_unfused() {
+    // (n, c, h, w, o, k, stride, pad, groups, act)
+    let cases = [
+        (2, 16, 9, 7, 16, 3, 1, 1, 1, Act::Relu), // Winograd
+        (3, 5, 8, 8, 6, 3, 2, 1, 1, Act::None),   // strided im2col
+        (2, 8, 5, 6, 12, 1, 1, 0, 1, Act::Relu6), // 1×1
+        (2, 6, 7, 7, 6, 3, 1, 1, 6, Act::Silu),   // depthwise
+    ];
+    for (i, (n, c, h, w, o, k, s, p, groups, act)) in cases.into_iter().enumerate() {
+        let seed = 500 + 10 * i as u64;
+        let x = var(uniform(n * c * h * w, seed), &[n, c, h, w]);
+        let wt = var(
+            uniform(o * (c / groups) * k * k, seed + 1),
+            &[o, c / groups, k, k],
+        );
+        let gamma = var(uniform(o, seed + 2).iter().map(|v| 1.0 + v).collect(), &[o]);
+        let beta = var(uniform(o, seed + 3), &[o]);
+        let parts = ConvParts {
+            weight: wt.as_tensor(),
+            stride: s,
+            padding: p,
+            groups,
+        };
+        let (gt, bt) = (gamma.as_tensor(), beta.as_tensor());
+        let (y, mean, var_b) =
+            conv_batch_norm_act_train(x.as_tensor(), parts, gt, bt, 1e-5, act).unwrap();
+        let z = conv2d(x.as_tensor(), wt.as_tensor(), None, s, p, groups).unwrap();
+        let (y0, mean0, var0) = batch_norm_act_train(&z, gt, bt, 1e-5, act).unwrap();
+        let what = format!("case {i} {act:?}");
+        assert_eq!(values(&y), values(&y0), "{what} y");
+        assert_eq!(values(&mean), values(&mean0), "{what} mean");
+        assert_eq!(values(&var_b), values(&var0), "{what} var");
+        let r = uniform(y.elem_count(), seed + 4);
+        let vars = [&x, &wt, &gamma, &beta];
+        assert_eq!(
+            grads_of(&y, &r, &vars),
+            grads_of(&y0, &r, &vars),
+            "{what} grads"
+        );
+
+        // The network's input image: no gradient is computed for it.
+        let image = x.as_tensor().detach();
+        let (y, _, _) = conv_batch_norm_act_train(&image, parts, gt, bt, 1e-5, act).unwrap();
+        let rt = Tensor::from_slice(&r, y.dims(), &Device::Cpu).unwrap();
+        let g = (y * rt).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(g.get(&image).is_none(), "{what}: the image got a gradient");
+        assert!(
+            g.get(wt.as_tensor()).is_some(),
+            "{what}: no weight gradient"
+        );
+    }
+}
+
+/// `BatchNorm::forward_conv_act_t` in training mode moves the running statistics exactly as
+/// the unfused conv then `forward_act_t` does, and in evaluation mode uses them.
+#[test]
+fn batch_norm_forward_conv_act_updates_running_stats_like_unfused() {
+    let dev = Device::Cpu;
+    let build = || {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        let conv = conv2d_no_bias_layer(
+            4,
+            8,
+            3,
+            Conv2dConfig {
+                padding: 1,
+                ..Default::default()
+            },
+            vb.pp("c"),
+        )
+        .unwrap();
+        let bn = batch_norm_layer(8, BatchNormConfig::default(), vb.pp("bn")).unwrap();
+        (vm, conv, bn)
+    };
+    let (_vm, conv, bn) = build();
+    let (_vm2, _, bn2) = build();
+    let x = Tensor::from_vec(uniform(2 * 4 * 6 * 6, 9), (2, 4, 6, 6), &dev).unwrap();
+    for _ in 0..2 {
+        let y = bn.forward_conv_act_t(&conv, &x, true, Act::Relu).unwrap();
+        let y2 = bn2
+            .forward_act_t(&conv.forward(&x).unwrap(), true, Act::Relu)
+            .unwrap();
+        assert_eq!(values(&y), values(&y2));
+    }
+    assert_eq!(values(bn.running_mean()), values(bn2.running_mean()));
+    assert_eq!(values(bn.running_var()), values(bn2.running_var()));
+    assert_ne!(values(bn.running_mean()), vec![0.0; 8], "the stats moved");
+    let ye = bn.forward_conv_act_t(&conv, &x, false, Act::Relu).unwrap();
+    let ye2 = bn2
+        .forward_act_t(&conv.forward(&x).unwrap(), false, Act::Relu)
+        .unwrap();
+    assert_eq!(values(&ye), values(&ye2));
+}
+
 /// `gain` scales gamma, so that ReLU6's upper clip is reached.
 fn check_batch_norm(dims: [usize; 4], act: Act, offset: f32, gain: f32, seed: u64) {
     let eps = 1e-5;

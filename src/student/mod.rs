@@ -489,6 +489,24 @@ impl Conv {
     }
 }
 
+impl crate::kernels::BiasFreeConv for Conv {
+    fn parts(&self) -> Option<crate::kernels::ConvParts<'_>> {
+        match self {
+            Conv::Dense(conv) => conv.parts(),
+            Conv::Depthwise {
+                weight,
+                stride,
+                padding,
+            } => Some(crate::kernels::ConvParts {
+                weight,
+                stride: *stride,
+                padding: *padding,
+                groups: weight.dims()[0],
+            }),
+        }
+    }
+}
+
 impl Module for Conv {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match self {
@@ -557,8 +575,7 @@ impl ConvBnAct {
     }
 
     pub(crate) fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.bn
-            .forward_act_t(&self.conv.forward(xs)?, train, self.act)
+        self.bn.forward_conv_act_t(&self.conv, xs, train, self.act)
     }
 }
 

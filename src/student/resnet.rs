@@ -9,7 +9,7 @@
 //! the name `conv1` (its weight is `[64, C, 3, 3]` instead of `[64, C, 7, 7]`).
 
 use crate::kernels::{Act, BatchNorm, Conv2d};
-use candle_core::{Module, ModuleT, Tensor};
+use candle_core::Tensor;
 use candle_nn::{Conv2dConfig, Linear, VarBuilder};
 
 use super::{apply_head, batch_norm, global_avg_pool, Arch, Pass, ResolvedStem, Student, Top};
@@ -57,7 +57,7 @@ impl Downsample {
     fn shortcut(this: &Option<Self>, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         match this {
             None => Ok(xs.clone()),
-            Some(d) => d.bn.forward_t(&d.conv.forward(xs)?, train),
+            Some(d) => d.bn.forward_conv_act_t(&d.conv, xs, train, Act::None),
         }
     }
 }
@@ -121,11 +121,8 @@ impl Block {
         let mut ys = xs.clone();
         let last = self.convs.len() - 1;
         for (i, (c, bn)) in self.convs.iter().enumerate() {
-            ys = bn.forward_act_t(
-                &c.forward(&ys)?,
-                train,
-                if i < last { Act::Relu } else { Act::None },
-            )?;
+            let act = if i < last { Act::Relu } else { Act::None };
+            ys = bn.forward_conv_act_t(c, &ys, train, act)?;
         }
         crate::kernels::add_relu(&ys, &Downsample::shortcut(&self.downsample, xs, train)?)
     }
@@ -215,7 +212,7 @@ impl Student for ResNet {
         let train = pass.training();
         let mut xs = self
             .bn1
-            .forward_act_t(&self.conv1.forward(xs)?, train, Act::Relu)?;
+            .forward_conv_act_t(&self.conv1, xs, train, Act::Relu)?;
         if self.stem == ResolvedStem::Imagenet {
             xs = crate::kernels::max_pool2d(&xs, 3, 2, 1)?;
         }
