@@ -73,9 +73,9 @@ fn bench_train_flags_act() {
 }
 
 /// The binary keeps freed buffers for reuse (`keep_freed_memory` in main.rs): after the
-/// warm-up a step maps no new memory, although its largest activation (batch 512 × 32 × 28²
-/// floats, 51 MB) is above the size glibc would otherwise unmap on every free (~100 000 page
-/// faults a step then).
+/// warm-up a step maps little new memory (about 1 000 page faults, 4 MB), although its largest
+/// activations (batch 512 × 32 × 28² floats, 51 MB) are above the size glibc would otherwise
+/// unmap on every free: about 100 000 page faults a step then.
 #[test]
 fn training_steps_reuse_freed_memory() {
     let args = [
@@ -92,14 +92,14 @@ fn training_steps_reuse_freed_memory() {
         "--steps",
         "2",
         "--warmup",
-        "1",
+        "2",
         "--json",
     ];
     let v = json_line(&ok(makd().args(args)));
     let faults = v["page_faults_per_step"]
         .as_f64()
         .expect("page_faults_per_step");
-    assert!(faults < 5_000.0, "{faults} page faults a step: {v}");
+    assert!(faults < 10_000.0, "{faults} page faults a step: {v}");
 }
 
 fn jpegs(dir: &Path) -> usize {
