@@ -19,6 +19,7 @@
 
 mod buf;
 pub mod conv;
+mod excite;
 mod norm;
 pub mod pool;
 #[cfg(test)]
@@ -633,6 +634,107 @@ impl CustomOp3 for ConvNormOp {
             dw.map(|v| Tensor::from_vec(v, w.shape(), dev))
                 .transpose()?,
             Some(Tensor::from_vec(dgb, gamma_beta.shape(), dev)?),
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Squeeze-excitation
+
+/// EfficientNet's squeeze-excitation of `x` `[N, C, H, W]`:
+/// `x · σ(w2 · SiLU(w1 · mean_hw(x) + b1) + b2)` with `w1` `[S, C]`, `b1` `[S]`, `w2` `[C, S]`,
+/// `b2` `[C]` (torchvision's `fc1`/`fc2` 1×1 convs as matrices), as one graph node whose
+/// backward makes two passes over the activations (see `excite.rs`). Gradients flow to `x`
+/// and all four parameters.
+pub fn squeeze_excitation(
+    x: &Tensor,
+    w1: &Tensor,
+    b1: &Tensor,
+    w2: &Tensor,
+    b2: &Tensor,
+) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let s = w1.dim(0)?;
+    if w1.dims() != [s, c] || b1.dims() != [s] || w2.dims() != [c, s] || b2.dims() != [c] {
+        candle_core::bail!(
+            "squeeze_excitation: w1 {:?}, b1 {:?}, w2 {:?}, b2 {:?} do not fit {c} channels",
+            w1.dims(),
+            b1.dims(),
+            w2.dims(),
+            b2.dims()
+        )
+    }
+    if !([x, w1, b1, w2, b2].iter().all(|t| is_cpu_f32(t))) {
+        return squeeze_excitation_fallback(x, w1, b1, w2, b2);
+    }
+    let geom = excite::SeGeom { n, c, hw: h * w, s };
+    let params = Tensor::cat(&[&w1.flatten_all()?, b1, &w2.flatten_all()?, b2], 0)?;
+    let x = x.contiguous()?;
+    let squeezed = with_f32(&x, "squeeze_excitation", |xd| {
+        with_f32(&params, "squeeze_excitation", |pd| {
+            Ok(excite::squeeze(&geom, xd, pd))
+        })
+    })?;
+    x.apply_op2(&params, SeOp { geom, squeezed })
+}
+
+/// [`squeeze_excitation`] from candle ops, for devices and dtypes our kernels do not cover.
+fn squeeze_excitation_fallback(
+    x: &Tensor,
+    w1: &Tensor,
+    b1: &Tensor,
+    w2: &Tensor,
+    b2: &Tensor,
+) -> Result<Tensor> {
+    let (n, c, _, _) = x.dims4()?;
+    let m = x.mean_keepdim((2, 3))?.reshape((n, c))?;
+    let hidden = m.matmul(&w1.t()?)?.broadcast_add(b1)?.silu()?;
+    let gate = candle_nn::ops::sigmoid(&hidden.matmul(&w2.t()?)?.broadcast_add(b2)?)?;
+    x.broadcast_mul(&gate.reshape((n, c, 1, 1))?)
+}
+
+/// [`squeeze_excitation`]'s node: inputs `x` and the flat `[w1; b1; w2; b2]`.
+struct SeOp {
+    geom: excite::SeGeom,
+    squeezed: excite::Squeezed,
+}
+
+impl CustomOp2 for SeOp {
+    fn name(&self) -> &'static str {
+        "makd-squeeze-excitation"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        _ps: &CpuStorage,
+        _pl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(xs, xl, self.name())?;
+        let y = excite::excite(&self.geom, x, &self.squeezed.gate);
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let name = self.name();
+        let (dx, dp) = with_f32(x, name, |xd| {
+            with_f32(params, name, |pd| {
+                with_f32(grad, name, |dy| {
+                    Ok(excite::backward(&self.geom, xd, pd, &self.squeezed, dy))
+                })
+            })
+        })?;
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), dev)?),
+            Some(Tensor::from_vec(dp, params.shape(), dev)?),
         ))
     }
 }

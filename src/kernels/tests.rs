@@ -458,6 +458,42 @@ fn pools_reject_padding_over_half_the_kernel() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Squeeze-excitation
+
+/// The one-node squeeze-excitation matches the candle-ops composition (mean, matmuls, SiLU,
+/// sigmoid, broadcast multiply) in value and in the gradients of the input and all four
+/// parameters, on odd plane sizes and more than one image.
+#[test]
+fn squeeze_excitation_matches_candle_ops() {
+    for (i, (n, c, h, w, sq)) in [(2, 6, 5, 3, 2), (3, 16, 7, 7, 4), (1, 4, 1, 1, 1)]
+        .into_iter()
+        .enumerate()
+    {
+        let seed = 700 + 10 * i as u64;
+        let x = var(uniform(n * c * h * w, seed), &[n, c, h, w]);
+        let w1 = var(uniform(sq * c, seed + 1), &[sq, c]);
+        let b1 = var(uniform(sq, seed + 2), &[sq]);
+        let w2 = var(uniform(c * sq, seed + 3), &[c, sq]);
+        let b2 = var(uniform(c, seed + 4), &[c]);
+        let t = |v: &Var| v.as_tensor().clone();
+        let (xt, w1t, b1t, w2t, b2t) = (t(&x), t(&w1), t(&b1), t(&w2), t(&b2));
+        let y = squeeze_excitation(&xt, &w1t, &b1t, &w2t, &b2t).unwrap();
+        let y0 = squeeze_excitation_fallback(&xt, &w1t, &b1t, &w2t, &b2t).unwrap();
+        let what = format!("[{n}, {c}, {h}, {w}] squeeze {sq}");
+        assert_close(&what, &values(&y), &f64s(&values(&y0)), 1e-6);
+        let r = uniform(y.elem_count(), seed + 5);
+        let vars = [&x, &w1, &b1, &w2, &b2];
+        for (k, (g, g0)) in grads_of(&y, &r, &vars)
+            .iter()
+            .zip(grads_of(&y0, &r, &vars))
+            .enumerate()
+        {
+            assert_close(&format!("{what} grad {k}"), g, &f64s(&g0), 1e-5);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Batch norm
 
 /// The fused conv → batch norm → activation node runs the same kernels as the two unfused

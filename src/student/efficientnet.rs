@@ -19,12 +19,10 @@
 //!
 //! The small stem (28–64 px images) makes the first conv stride 1.
 
-use candle_core::{Module, Tensor};
-use candle_nn::{BatchNormConfig, Linear, VarBuilder};
+use candle_core::Tensor;
+use candle_nn::{BatchNormConfig, VarBuilder};
 
-use super::{
-    global_avg_pool, Act, Block, ConvBnAct, ConvShape, PooledNet, ResolvedStem, Student, Top,
-};
+use super::{Act, Block, ConvBnAct, ConvShape, PooledNet, ResolvedStem, Student, Top};
 
 fn conv_bn_act(shape: ConvShape, act: Act, vb: VarBuilder) -> candle_core::Result<ConvBnAct> {
     ConvBnAct::new(shape, BatchNormConfig::default(), act, vb)
@@ -32,14 +30,19 @@ fn conv_bn_act(shape: ConvShape, act: Act, vb: VarBuilder) -> candle_core::Resul
 
 /// Squeeze-excitation: channel weights from the global average, `x · σ(fc2(SiLU(fc1(avg x))))`.
 /// fc1/fc2 are stored as torchvision's 1×1 convs (`[out, in, 1, 1]` + bias) and applied as
-/// matmuls on `[B, C]`, which is the same map without a conv's overhead.
+/// matrices on `[B, C]` by [`crate::kernels::squeeze_excitation`], one graph node.
 #[derive(Clone, Debug)]
 struct SqueezeExcitation {
-    fc1: Linear,
-    fc2: Linear,
+    /// `(weight [out, in], bias [out])` of fc1 and fc2.
+    fc1: (Tensor, Tensor),
+    fc2: (Tensor, Tensor),
 }
 
-fn conv1x1_as_linear(c_in: usize, c_out: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
+fn conv1x1_as_matrix(
+    c_in: usize,
+    c_out: usize,
+    vb: VarBuilder,
+) -> candle_core::Result<(Tensor, Tensor)> {
     let weight = vb.get_with_hints(
         (c_out, c_in, 1, 1),
         "weight",
@@ -54,23 +57,20 @@ fn conv1x1_as_linear(c_in: usize, c_out: usize, vb: VarBuilder) -> candle_core::
             up: bound,
         },
     )?;
-    Ok(Linear::new(weight.reshape((c_out, c_in))?, Some(bias)))
+    Ok((weight.reshape((c_out, c_in))?, bias))
 }
 
 impl SqueezeExcitation {
     fn new(channels: usize, squeeze: usize, vb: VarBuilder) -> candle_core::Result<Self> {
         Ok(SqueezeExcitation {
-            fc1: conv1x1_as_linear(channels, squeeze, vb.pp("fc1"))?,
-            fc2: conv1x1_as_linear(squeeze, channels, vb.pp("fc2"))?,
+            fc1: conv1x1_as_matrix(channels, squeeze, vb.pp("fc1"))?,
+            fc2: conv1x1_as_matrix(squeeze, channels, vb.pp("fc2"))?,
         })
     }
 
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, c, _, _) = xs.dims4()?;
-        let s = global_avg_pool(xs)?.reshape((b, c))?;
-        let s = self.fc1.forward(&s)?.silu()?;
-        let s = candle_nn::ops::sigmoid(&self.fc2.forward(&s)?)?;
-        xs.broadcast_mul(&s.reshape((b, c, 1, 1))?)
+        let ((w1, b1), (w2, b2)) = (&self.fc1, &self.fc2);
+        crate::kernels::squeeze_excitation(xs, w1, b1, w2, b2)
     }
 }
 

@@ -18,7 +18,7 @@
 //! unchanged. Depthwise convs run on our direct depthwise kernel (`crate::kernels::conv2d`).
 
 use crate::kernels::BatchNorm;
-use candle_core::{Module, ModuleT, Tensor};
+use candle_core::Tensor;
 use candle_nn::{BatchNormConfig, Linear, VarBuilder};
 
 use super::{
@@ -211,7 +211,7 @@ impl Block for InvertedResidual {
         ys = self.depthwise.forward_t(&ys, train)?;
         ys = self
             .project_bn
-            .forward_t(&self.project.forward(&ys)?, train)?;
+            .forward_conv_act_t(&self.project, &ys, train, Act::None)?;
         if self.residual {
             ys = (ys + xs)?;
         }
