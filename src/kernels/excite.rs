@@ -44,7 +44,7 @@ fn split<'a>(g: &SeGeom, p: &'a [f32]) -> Params<'a> {
 }
 
 fn sigmoid(z: f32) -> f32 {
-    1.0 / (1.0 + (-z).exp())
+    1.0 / (1.0 + super::norm::exp(-z))
 }
 
 /// What the forward computes besides `y`, and the backward needs: per image, the channel means

@@ -457,6 +457,22 @@ fn pools_reject_padding_over_half_the_kernel() {
     assert!(avg_pool2d(&x, 2, 2, 2, true).is_err());
 }
 
+#[test]
+fn vectorisable_exp_is_within_2e_7_of_the_exact_value() {
+    let mut worst = 0f64;
+    for i in 0..175_000 {
+        let x = (-87.0 + i as f64 * 1e-3) as f32;
+        let want = (x as f64).exp();
+        let err = ((norm::exp(x) as f64 - want) / want).abs();
+        worst = worst.max(err);
+    }
+    assert!(worst < 2e-7, "worst relative error {worst:e}");
+    assert_eq!(norm::exp(0.0), 1.0);
+    assert!(norm::exp(f32::NAN).is_nan());
+    assert!(norm::exp(-1e4) >= 0.0 && norm::exp(-1e4) < 1e-37);
+    assert!(norm::exp(1e4).is_finite());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Squeeze-excitation
 
