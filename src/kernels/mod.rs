@@ -641,18 +641,22 @@ impl CustomOp3 for ConvNormOp {
 // ---------------------------------------------------------------------------------------------
 // Squeeze-excitation
 
+/// The two layers of a squeeze-excitation: `w1` `[S, C]`, `b1` `[S]`, `w2` `[C, S]`, `b2` `[C]`.
+#[derive(Clone, Copy, Debug)]
+pub struct SqueezeWeights<'a> {
+    pub w1: &'a Tensor,
+    pub b1: &'a Tensor,
+    pub w2: &'a Tensor,
+    pub b2: &'a Tensor,
+}
+
 /// EfficientNet's squeeze-excitation of `x` `[N, C, H, W]`:
-/// `x · σ(w2 · SiLU(w1 · mean_hw(x) + b1) + b2)` with `w1` `[S, C]`, `b1` `[S]`, `w2` `[C, S]`,
-/// `b2` `[C]` (torchvision's `fc1`/`fc2` 1×1 convs as matrices), as one graph node whose
+/// `x · σ(w2 · SiLU(w1 · mean_hw(x) + b1) + b2)` (torchvision's `fc1`/`fc2` 1×1 convs as
+/// matrices, [`SqueezeWeights`]), as one graph node whose
 /// backward makes two passes over the activations (see `excite.rs`). Gradients flow to `x`
 /// and all four parameters.
-pub fn squeeze_excitation(
-    x: &Tensor,
-    w1: &Tensor,
-    b1: &Tensor,
-    w2: &Tensor,
-    b2: &Tensor,
-) -> Result<Tensor> {
+pub fn squeeze_excitation(x: &Tensor, p: SqueezeWeights) -> Result<Tensor> {
+    let SqueezeWeights { w1, b1, w2, b2 } = p;
     let (n, c, h, w) = x.dims4()?;
     let s = w1.dim(0)?;
     if w1.dims() != [s, c] || b1.dims() != [s] || w2.dims() != [c, s] || b2.dims() != [c] {
@@ -665,7 +669,7 @@ pub fn squeeze_excitation(
         )
     }
     if !([x, w1, b1, w2, b2].iter().all(|t| is_cpu_f32(t))) {
-        return squeeze_excitation_fallback(x, w1, b1, w2, b2);
+        return squeeze_excitation_fallback(x, p);
     }
     let geom = excite::SeGeom { n, c, hw: h * w, s };
     let params = Tensor::cat(&[&w1.flatten_all()?, b1, &w2.flatten_all()?, b2], 0)?;
@@ -679,13 +683,8 @@ pub fn squeeze_excitation(
 }
 
 /// [`squeeze_excitation`] from candle ops, for devices and dtypes our kernels do not cover.
-fn squeeze_excitation_fallback(
-    x: &Tensor,
-    w1: &Tensor,
-    b1: &Tensor,
-    w2: &Tensor,
-    b2: &Tensor,
-) -> Result<Tensor> {
+fn squeeze_excitation_fallback(x: &Tensor, p: SqueezeWeights) -> Result<Tensor> {
+    let SqueezeWeights { w1, b1, w2, b2 } = p;
     let (n, c, _, _) = x.dims4()?;
     let m = x.mean_keepdim((2, 3))?.reshape((n, c))?;
     let hidden = m.matmul(&w1.t()?)?.broadcast_add(b1)?.silu()?;

@@ -493,8 +493,14 @@ fn squeeze_excitation_matches_candle_ops() {
         let b2 = var(uniform(c, seed + 4), &[c]);
         let t = |v: &Var| v.as_tensor().clone();
         let (xt, w1t, b1t, w2t, b2t) = (t(&x), t(&w1), t(&b1), t(&w2), t(&b2));
-        let y = squeeze_excitation(&xt, &w1t, &b1t, &w2t, &b2t).unwrap();
-        let y0 = squeeze_excitation_fallback(&xt, &w1t, &b1t, &w2t, &b2t).unwrap();
+        let p = SqueezeWeights {
+            w1: &w1t,
+            b1: &b1t,
+            w2: &w2t,
+            b2: &b2t,
+        };
+        let y = squeeze_excitation(&xt, p).unwrap();
+        let y0 = squeeze_excitation_fallback(&xt, p).unwrap();
         let what = format!("[{n}, {c}, {h}, {w}] squeeze {sq}");
         assert_close(&what, &values(&y), &f64s(&values(&y0)), 1e-6);
         let r = uniform(y.elem_count(), seed + 5);

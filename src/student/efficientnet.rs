@@ -70,7 +70,7 @@ impl SqueezeExcitation {
 
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let ((w1, b1), (w2, b2)) = (&self.fc1, &self.fc2);
-        crate::kernels::squeeze_excitation(xs, w1, b1, w2, b2)
+        crate::kernels::squeeze_excitation(xs, crate::kernels::SqueezeWeights { w1, b1, w2, b2 })
     }
 }
 
