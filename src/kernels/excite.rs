@@ -56,29 +56,13 @@ pub(crate) struct Squeezed {
     pub gate: Vec<f32>,
 }
 
-multiversion! {
-    fn plane_sum(x: &[f32]) -> f64 {
-        // Eight f32 partial sums per chunk of 64, added in f64: vectorised, and exact enough
-        // for a mean over a whole plane.
-        let mut total = 0f64;
-        for chunk in x.chunks(64) {
-            let mut acc = [0f32; 8];
-            for (i, &v) in chunk.iter().enumerate() {
-                acc[i % 8] += v;
-            }
-            total += acc.iter().map(|&a| a as f64).sum::<f64>();
-        }
-        total
-    }
-}
-
 /// The gates of every image: the channel means of `x`, then the two small layers.
 pub(crate) fn squeeze(g: &SeGeom, x: &[f32], params: &[f32]) -> Squeezed {
     let p = split(g, params);
     let hw = g.hw.max(1);
     let mean: Vec<f32> = x
         .par_chunks(hw)
-        .map(|plane| (plane_sum(plane) / hw as f64) as f32)
+        .map(|plane| (super::norm::plane_sum(plane) / hw as f64) as f32)
         .collect();
     let mut pre = vec![0f32; g.n * g.s];
     let mut hidden = vec![0f32; g.n * g.s];
@@ -127,16 +111,17 @@ pub(crate) fn excite(g: &SeGeom, x: &[f32], gate: &[f32]) -> Vec<f32> {
 }
 
 multiversion! {
+    /// `Σ x · dy`, in [`super::norm::plane_sum`]'s shape.
     fn plane_dot(x: &[f32], dy: &[f32]) -> f64 {
-        let mut total = 0f64;
-        for (xc, dc) in x.chunks(64).zip(dy.chunks(64)) {
-            let mut acc = [0f32; 8];
-            for (i, (&a, &b)) in xc.iter().zip(dc).enumerate() {
-                acc[i % 8] += a * b;
+        let mut acc = [0f32; 16];
+        let (xs, ds) = (x.chunks_exact(16), dy.chunks_exact(16));
+        let rest: f64 = xs.remainder().iter().zip(ds.remainder()).map(|(&a, &b)| (a * b) as f64).sum();
+        for (xc, dc) in xs.zip(ds) {
+            for l in 0..16 {
+                acc[l] += xc[l] * dc[l];
             }
-            total += acc.iter().map(|&a| a as f64).sum::<f64>();
         }
-        total
+        acc.iter().map(|&v| v as f64).sum::<f64>() + rest
     }
 }
 

@@ -465,24 +465,12 @@ pub fn batch_norm_act_train(
     if !(is_cpu_f32(x) && is_cpu_f32(weight) && is_cpu_f32(bias)) {
         return batch_norm_fallback(x, weight, bias, eps, act);
     }
-    let geom = norm_geom(dims);
     let x = x.contiguous()?;
-    let (mean, var) = with_f32(&x, "batch_norm", |xd| Ok(norm::batch_stats(&geom, xd)))?;
-    let invstd = inverse_std(&var, eps);
-    let device = x.device().clone();
-    let mean_t = Tensor::from_slice(&mean, c, &device)?;
-    let var_t = Tensor::from_vec(var, c, &device)?;
-    let y = x.apply_op3(
-        &weight.contiguous()?,
-        &bias.contiguous()?,
-        NormOp {
-            geom,
-            mean,
-            invstd,
-            act,
-        },
-    )?;
-    Ok((y, mean_t, var_t))
+    let (op, mean, var) = with_f32(&x, "batch_norm", |xd| {
+        NormOp::from_batch(norm_geom(dims), xd, eps, act, x.device())
+    })?;
+    let y = x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
+    Ok((y, mean, var))
 }
 
 /// A bias-free convolution as our kernels run it (dilation 1): what
@@ -542,33 +530,18 @@ pub fn conv_batch_norm_act_train(
         c,
         hw: cgeom.oh * cgeom.ow,
     };
-    let (mean, var) = norm::batch_stats(&ngeom, &z);
-    let invstd = inverse_std(&var, eps);
-    let device = x.device().clone();
-    let mean_t = Tensor::from_slice(&mean, c, &device)?;
-    let var_t = Tensor::from_vec(var, c, &device)?;
+    let (norm, mean, var) = NormOp::from_batch(ngeom, &z, eps, act, x.device())?;
     let gamma_beta = Tensor::cat(&[weight, bias], 0)?;
     let y = x.apply_op3(
         &w,
         &gamma_beta,
         ConvNormOp {
             conv: cgeom,
-            norm: NormOp {
-                geom: ngeom,
-                mean,
-                invstd,
-                act,
-            },
+            norm,
             z,
         },
     )?;
-    Ok((y, mean_t, var_t))
-}
-
-fn inverse_std(var: &[f32], eps: f64) -> Vec<f32> {
-    var.iter()
-        .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
-        .collect()
+    Ok((y, mean, var))
 }
 
 /// [`conv_batch_norm_act_train`]'s node: inputs `x`, the conv weight and `[gamma; beta]`.
@@ -581,12 +554,7 @@ struct ConvNormOp {
 
 impl CustomOp3 for ConvNormOp {
     fn name(&self) -> &'static str {
-        match self.norm.act {
-            Act::None => "makd-conv-batch-norm",
-            Act::Relu => "makd-conv-batch-norm-relu",
-            Act::Relu6 => "makd-conv-batch-norm-relu6",
-            Act::Silu => "makd-conv-batch-norm-silu",
-        }
+        "makd-conv-batch-norm-act"
     }
 
     fn cpu_fwd(
@@ -763,6 +731,31 @@ struct NormOp {
 }
 
 impl NormOp {
+    /// The node normalising `x` with its own batch statistics, and those statistics (mean and
+    /// biased variance) as detached tensors.
+    fn from_batch(
+        geom: NormGeom,
+        x: &[f32],
+        eps: f64,
+        act: Act,
+        device: &candle_core::Device,
+    ) -> Result<(Self, Tensor, Tensor)> {
+        let (mean, var) = norm::batch_stats(&geom, x);
+        let invstd = var
+            .iter()
+            .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
+            .collect();
+        let mean_t = Tensor::from_slice(&mean, geom.c, device)?;
+        let var_t = Tensor::from_vec(var, geom.c, device)?;
+        let op = NormOp {
+            geom,
+            mean,
+            invstd,
+            act,
+        };
+        Ok((op, mean_t, var_t))
+    }
+
     fn forward(&self, x: &[f32], gamma: &[f32], beta: &[f32]) -> Vec<f32> {
         let coef = norm::affine_coefficients(&self.mean, &self.invstd, gamma, beta);
         norm::apply(&self.geom, x, &coef, self.act)
